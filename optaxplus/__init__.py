@@ -1,0 +1,1 @@
+"""optaxplus: optimizer building blocks from recent optimization research, as optax transforms."""
