@@ -1,0 +1,434 @@
+"""Unified SAM: sharpness-aware minimization from USAM to SAM, as optax transformations.
+
+Implements the Unified SAM of Oikonomou & Loizou, *Sharpness-Aware Minimization: General
+Analysis and Improved Rates*, ICLR 2025 (https://arxiv.org/abs/2503.02225), which joins
+SAM (Foret et al., ICLR 2021) and unnormalized SAM (USAM; Andriushchenko & Flammarion,
+ICML 2022) through one parameter ``lam``, plus the adaptive scaling of ASAM (Kwon et al.,
+ICML 2021).
+
+Two building blocks:
+
+- :func:`sam_perturbation` maps a gradient to the ascent vector ``e`` (to be added to the
+  parameters); it holds only a step count.
+- :func:`unified_sam` wraps any base optimizer: it asks the caller's ``grad_fn`` for the
+  gradient at ``params + e`` on the same batch and gives that gradient to the base
+  optimizer at ``params``. :func:`sam`, :func:`usam` and :func:`asam` are named cases.
+"""
+
+from collections.abc import Callable
+import numbers
+from typing import Any, NamedTuple, Optional, Union
+
+import jax
+import jax.numpy as jnp
+import optax
+
+ScalarOrSchedule = Union[float, jax.Array, optax.Schedule]
+LamLike = Union[float, jax.Array, str, Callable[[jax.Array], jax.Array]]
+
+_LAM_SCHEDULES = {
+    # t counts SAM steps from 1 (METHODS.md §3); `count` counts them from 0.
+    "1/t": lambda count: 1.0 / (count + 1.0),
+    "1-1/t": lambda count: 1.0 - 1.0 / (count + 1.0),
+}
+
+
+class SAMPerturbationState(NamedTuple):
+  """State of :func:`sam_perturbation`."""
+
+  count: jax.Array  # shape=(), dtype=int32: perturbations computed so far.
+
+
+class UnifiedSAMState(NamedTuple):
+  """State of :func:`unified_sam`."""
+
+  count: jax.Array  # shape=(), dtype=int32: update calls so far (SAM or not).
+  base_state: optax.OptState
+
+
+def _is_python_number(value: Any) -> bool:
+  # Only Python (and NumPy) numbers are checked: under optax.inject_hyperparams the
+  # factory receives arrays, possibly tracers, which cannot be compared in Python.
+  return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _check_hyperparameters(rho, lam, eta, eps) -> None:
+  if _is_python_number(rho) and not rho >= 0:
+    raise ValueError(f"rho must be >= 0 (or an optax schedule), got rho={rho!r}.")
+  if isinstance(lam, str):
+    if lam not in _LAM_SCHEDULES:
+      raise ValueError(
+          f"lam must be a number in [0, 1], one of {sorted(_LAM_SCHEDULES)} or a "
+          f"callable of the step count, got the string lam={lam!r}."
+      )
+  elif _is_python_number(lam) and not 0 <= lam <= 1:
+    raise ValueError(f"lam must be in [0, 1], got lam={lam!r}.")
+  if _is_python_number(eta) and not eta >= 0:
+    raise ValueError(f"eta must be >= 0, got eta={eta!r}.")
+  if _is_python_number(eps) and not eps > 0:
+    raise ValueError(
+        f"eps must be > 0 (it keeps a zero gradient from giving 0/0), got eps={eps!r}."
+    )
+
+
+def _value_at(hyperparameter, count: jax.Array) -> jax.Array:
+  if isinstance(hyperparameter, str):
+    hyperparameter = _LAM_SCHEDULES[hyperparameter]
+  if callable(hyperparameter):
+    hyperparameter = hyperparameter(count)
+  return jnp.asarray(hyperparameter, jnp.float32)
+
+
+def _ascent_vector(grads, params, rho, lam, adaptive, eta, eps):
+  """Returns e = ρ(1 − λ + λ/(‖T g‖ + ε)) T² g, with T = I unless adaptive."""
+  # Norms in float32 or wider, also for bf16/fp16 leaves (METHODS.md, notation).
+  wide = lambda x: x.astype(jnp.promote_types(x.dtype, jnp.float32))
+  if adaptive:
+    # ASAM (Kwon et al. 2021): T = |w| + η on weight tensors, T = I on biases and
+    # other vectors/scalars (norm scales), as in the ASAM reference code.
+    weight_scale = lambda w: jnp.abs(wide(w)) + eta if jnp.ndim(w) >= 2 else jnp.float32(1)
+    scaling = jax.tree.map(weight_scale, params)
+  else:
+    scaling = jax.tree.map(lambda g: jnp.float32(1), grads)
+  scaled = jax.tree.map(lambda t, g: t * wide(g), scaling, grads)
+  norm = optax.tree.norm(scaled)
+  coefficient = rho * (1.0 - lam + lam / (norm + eps))
+  # A non-finite gradient (or one whose float32 norm overflows) gives e = 0, so the
+  # second pass runs at params and never at a NaN point.
+  finite = jnp.isfinite(norm)
+
+  def leaf(t, g, scaled_g):
+    return jnp.where(finite, coefficient * t * scaled_g, 0.0).astype(g.dtype)
+
+  return jax.tree.map(leaf, scaling, grads, scaled)
+
+
+def sam_perturbation(
+    rho: ScalarOrSchedule,
+    lam: LamLike = 1.0,
+    *,
+    adaptive: bool = False,
+    eta: float = 0.01,
+    eps: float = 1e-12,
+) -> optax.GradientTransformationExtraArgs:
+  r"""The Unified SAM ascent vector: maps a gradient ``g`` to ``e`` with ``x + e`` perturbed.
+
+  .. math::
+
+    e_t = \rho_t \Big(1 - \lambda_t + \frac{\lambda_t}{\|T g_t\| + \varepsilon}\Big) T^2 g_t
+
+  with one global L2 norm over the tree, computed in float32 or wider. ``T = I`` by
+  default; with ``adaptive=True`` (ASAM), ``T = |w| + \eta`` elementwise on every leaf of
+  ``params`` with ``ndim >= 2`` (weight matrices, kernels) and ``T = I`` on the others
+  (biases, norm scales). ``λ = 1`` gives SAM ``ρ g/‖g‖`` (ASAM ``ρ T²g/‖Tg‖``), ``λ = 0``
+  gives USAM ``ρ g`` (adaptive: ``ρ T²g``), ``ρ = 0`` gives ``e = 0``.
+
+  A zero gradient gives ``e = 0``; a gradient whose norm is not finite (NaN, inf, or a
+  float32 overflow) also gives ``e = 0``. Leaves keep their dtype.
+
+  Args:
+    rho: the radius ``ρ >= 0``, a number or an optax schedule of the count.
+    lam: ``λ`` in ``[0, 1]``: a number, ``"1/t"`` or ``"1-1/t"`` (``t`` counts
+      perturbations from 1, so ``"1/t"`` starts at SAM and ``"1-1/t"`` at USAM), or a
+      callable of the count. Callables (``rho`` and ``lam``) receive the number of
+      perturbations computed before this one, starting at 0, as optax schedules do:
+      ``lam="1/t"`` is ``lam=lambda count: 1 / (count + 1)``.
+    adaptive: ASAM scaling; needs ``params`` in ``update``.
+    eta: the ASAM offset ``η >= 0``.
+    eps: ``ε > 0`` added to the norm.
+
+  Returns:
+    An :class:`optax.GradientTransformationExtraArgs` whose ``update(grads, state,
+    params)`` returns ``e`` (``optax.apply_updates(params, e)`` is the perturbed point).
+    The state is :class:`SAMPerturbationState`, one int32 scalar.
+
+  Raises:
+    ValueError: a Python number out of range or an unknown ``lam`` string.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> from optaxplus.sam import sam_perturbation
+    >>> grads = {'w': jnp.array([3.0, 4.0])}  # ‖g‖ = 5
+    >>> tx = sam_perturbation(rho=0.1, lam=1.0)
+    >>> e, state = tx.update(grads, tx.init(grads))
+    >>> print(jnp.round(e['w'], 6))  # 0.1 * g / 5
+    [0.06 0.08]
+    >>> tx = sam_perturbation(rho=0.1, lam=0.0)
+    >>> print(tx.update(grads, tx.init(grads))[0]['w'])  # 0.1 * g
+    [0.3 0.4]
+
+  References:
+    Oikonomou & Loizou, `Sharpness-Aware Minimization: General Analysis and Improved
+    Rates <https://arxiv.org/abs/2503.02225>`_, ICLR 2025.
+
+    Kwon, Kim, Park & Choi, `ASAM: Adaptive Sharpness-Aware Minimization for
+    Scale-Invariant Learning of Deep Neural Networks <https://arxiv.org/abs/2102.11600>`_,
+    ICML 2021.
+  """
+  _check_hyperparameters(rho, lam, eta, eps)
+
+  def init_fn(params):
+    del params
+    return SAMPerturbationState(count=jnp.zeros([], jnp.int32))
+
+  def update_fn(updates, state, params=None, **extra_args):
+    del extra_args
+    if adaptive and params is None:
+      raise ValueError("sam_perturbation(adaptive=True) needs params: T = |w| + eta.")
+    e = _ascent_vector(
+        updates,
+        params,
+        _value_at(rho, state.count),
+        _value_at(lam, state.count),
+        adaptive,
+        eta,
+        eps,
+    )
+    return e, SAMPerturbationState(count=optax.safe_increment(state.count))
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def _gradient_from(grad_fn, point, like):
+  """Calls grad_fn(point); accepts grads or (grads, aux); checks it matches `like`."""
+  result = grad_fn(point)
+  expected = jax.tree.structure(like)
+  if jax.tree.structure(result) != expected:
+    if (
+        isinstance(result, tuple)
+        and len(result) == 2
+        and jax.tree.structure(result[0]) == expected
+    ):
+      result = result[0]  # (grads, aux): aux is the caller's business, see unified_sam.
+    else:
+      raise ValueError(
+          "grad_fn must return gradients with the structure of the incoming gradients, "
+          f"or a pair (gradients, aux). Expected {expected}, got "
+          f"{jax.tree.structure(result)}."
+      )
+  for got, want in zip(jax.tree.leaves(result), jax.tree.leaves(like)):
+    if jnp.shape(got) != jnp.shape(want):
+      raise ValueError(
+          f"grad_fn returned a leaf of shape {jnp.shape(got)} where the gradient has "
+          f"shape {jnp.shape(want)}."
+      )
+  return optax.tree.cast_like(result, like)
+
+
+def unified_sam(
+    base_optimizer: optax.GradientTransformation,
+    rho: ScalarOrSchedule = 0.05,
+    lam: LamLike = 1.0,
+    *,
+    adaptive: bool = False,
+    eta: float = 0.01,
+    eps: float = 1e-12,
+    axis_name: Optional[str] = None,
+    every_k: int = 1,
+) -> optax.GradientTransformationExtraArgs:
+  r"""Unified SAM around a base optimizer: the base gets the gradient at ``x + e``.
+
+  .. math::
+
+    e_t = \rho_t \Big(1 - \lambda_t + \frac{\lambda_t}{\|g_t\| + \varepsilon}\Big) g_t,
+    \qquad u_t = \mathrm{base}\big(\nabla f_{S_t}(x_t + e_t);\ x_t\big)
+
+  where ``g_t`` is the gradient of the batch ``S_t`` at ``x_t`` (the ``grads`` passed to
+  ``update``) and ``e_t`` comes from :func:`sam_perturbation` (ASAM scaling with
+  ``adaptive=True``). The base optimizer is called at ``x_t``: its momentum, weight decay
+  (``optax.add_decayed_weights`` inside the base) and clipping act at ``x_t`` on the SAM
+  gradient; weight decay is not part of the ascent gradient.
+
+  ``update(grads, state, params, *, grad_fn, **extra_args)``:
+
+  - ``grad_fn(p)`` returns the gradient of the SAME batch at ``p`` (keep the same dropout
+    key); it may return ``(grads, aux)``, and ``aux`` is discarded. Models with BatchNorm
+    keep the statistics of the first, clean pass at ``params`` (the pass that gave
+    ``grads``): ``grad_fn`` should not update them.
+  - every other keyword, e.g. ``value=``, reaches the base optimizer unchanged, so a
+    Polyak step (``optaxplus.polyak.momsps``) uses the loss at ``params`` with the SAM
+    gradient.
+  - ``every_k > 1``: only calls with ``count % every_k == 0`` are SAM steps (the first
+    call is one); the others hand ``grads`` to the base and do not run ``grad_fn``
+    (``lax.cond``). ``λ`` and ``ρ`` schedules count SAM steps only.
+  - ``axis_name`` (inside ``shard_map`` or ``pmap``): ``grads`` is the device's LOCAL
+    gradient, each device perturbs with its own gradient (m-sharpness with ``m`` = the
+    per-device batch) and the gradient given to the base is ``lax.pmean``-ed over
+    ``axis_name`` (on SAM and non-SAM steps). Extra args are not averaged: pass values
+    equal on all devices (e.g. a ``pmean``-ed ``value``). With ``axis_name=None`` there
+    are no collectives; under ``jit`` with sharded inputs (global view) the perturbation
+    is global, ``m`` = the global batch.
+
+  A non-finite gradient gives ``e = 0``: the second pass runs at ``params`` and the base
+  receives ``grad_fn(params)``, the gradient it would have had without SAM. To skip steps
+  whose SAM gradient is not finite, wrap the base:
+  ``unified_sam(optax.apply_if_finite(base, max_consecutive_errors=...))``.
+
+  The perturbation is transient: the state adds one int32 scalar to the base's state.
+
+  Args:
+    base_optimizer: the optimizer that receives the SAM gradient.
+    rho: ``ρ >= 0``, a number or an optax schedule of the SAM-step count.
+    lam: ``λ`` in ``[0, 1]``, ``"1/t"``, ``"1-1/t"`` or a callable of the SAM-step count
+      (see :func:`sam_perturbation`). ``1`` is SAM, ``0`` is USAM.
+    adaptive: ASAM scaling (see :func:`sam_perturbation`).
+    eta: the ASAM offset ``η >= 0``.
+    eps: ``ε > 0`` added to the gradient norm.
+    axis_name: the mapped axis for per-device perturbations, or ``None``.
+    every_k: a SAM step every ``every_k`` calls, an integer ``>= 1``.
+
+  Returns:
+    An :class:`optax.GradientTransformationExtraArgs` with state
+    :class:`UnifiedSAMState`.
+
+  Raises:
+    ValueError: a Python number out of range or an unknown ``lam`` string.
+
+  Examples:
+    >>> import jax, jax.numpy as jnp, optax
+    >>> from optaxplus.sam import unified_sam
+    >>> def loss(params, batch):
+    ...   return jnp.mean((batch @ params['w'] - 1.0) ** 2)
+    >>> params, batch = {'w': jnp.zeros(3)}, jnp.eye(3)
+    >>> tx = unified_sam(optax.sgd(0.1, momentum=0.9), rho=0.05, lam=0.5)
+    >>> state = tx.init(params)
+    >>> grads = jax.grad(loss)(params, batch)
+    >>> updates, state = tx.update(
+    ...     grads, state, params, grad_fn=lambda p: jax.grad(loss)(p, batch))
+    >>> params = optax.apply_updates(params, updates)
+    >>> print(jnp.round(params['w'], 4))  # plain SGD would give 0.0667
+    [0.0687 0.0687 0.0687]
+
+  References:
+    Oikonomou & Loizou, `Sharpness-Aware Minimization: General Analysis and Improved
+    Rates <https://arxiv.org/abs/2503.02225>`_, ICLR 2025.
+
+    Foret, Kleiner, Mobahi & Neyshabur, `Sharpness-Aware Minimization for Efficiently
+    Improving Generalization <https://arxiv.org/abs/2010.01412>`_, ICLR 2021.
+  """
+  if isinstance(every_k, numbers.Integral) and every_k < 1:
+    raise ValueError(f"every_k must be an integer >= 1, got every_k={every_k!r}.")
+  if _is_python_number(every_k) and not isinstance(every_k, numbers.Integral):
+    raise ValueError(f"every_k must be an integer >= 1, got every_k={every_k!r}.")
+  perturbation = sam_perturbation(rho, lam, adaptive=adaptive, eta=eta, eps=eps)
+  base_optimizer = optax.with_extra_args_support(base_optimizer)
+
+  def init_fn(params):
+    return UnifiedSAMState(
+        count=jnp.zeros([], jnp.int32), base_state=base_optimizer.init(params)
+    )
+
+  def update_fn(updates, state, params=None, *, grad_fn=None, **extra_args):
+    if grad_fn is None:
+      raise TypeError(
+          "unified_sam needs the gradient function of the current batch: call "
+          "tx.update(grads, state, params, grad_fn=lambda p: jax.grad(loss)(p, batch))."
+      )
+    if params is None:
+      raise ValueError("unified_sam needs params: the SAM gradient is taken at params + e.")
+
+    def sam_gradient():
+      # SAM steps so far; with every_k = 1 this is state.count.
+      sam_count = state.count // every_k
+      e, _ = perturbation.update(updates, SAMPerturbationState(count=sam_count), params)
+      return _gradient_from(grad_fn, optax.apply_updates(params, e), updates)
+
+    if isinstance(every_k, numbers.Integral) and every_k == 1:
+      grads = sam_gradient()
+    else:
+      grads = jax.lax.cond(state.count % every_k == 0, sam_gradient, lambda: updates)
+    if axis_name is not None:
+      grads = jax.lax.pmean(grads, axis_name)
+    base_updates, base_state = base_optimizer.update(
+        grads, state.base_state, params, **extra_args
+    )
+    return base_updates, UnifiedSAMState(
+        count=optax.safe_increment(state.count), base_state=base_state
+    )
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def sam(
+    base_optimizer: optax.GradientTransformation, rho: ScalarOrSchedule = 0.05, **kwargs
+) -> optax.GradientTransformationExtraArgs:
+  """SAM: :func:`unified_sam` with ``lam=1``, ``e = ρ g/(‖g‖ + ε)``.
+
+  Args:
+    base_optimizer: the optimizer that receives the SAM gradient.
+    rho: the radius ``ρ >= 0``.
+    **kwargs: further keyword arguments of :func:`unified_sam` (``axis_name``,
+      ``every_k``, ``eps``).
+
+  Returns:
+    An :class:`optax.GradientTransformationExtraArgs`.
+
+  Examples:
+    >>> import optax
+    >>> from optaxplus.sam import sam
+    >>> tx = sam(optax.sgd(0.1, momentum=0.9), rho=0.05)
+
+  References:
+    Foret, Kleiner, Mobahi & Neyshabur, `Sharpness-Aware Minimization for Efficiently
+    Improving Generalization <https://arxiv.org/abs/2010.01412>`_, ICLR 2021.
+  """
+  return unified_sam(base_optimizer, rho, lam=1.0, **kwargs)
+
+
+def usam(
+    base_optimizer: optax.GradientTransformation, rho: ScalarOrSchedule = 0.05, **kwargs
+) -> optax.GradientTransformationExtraArgs:
+  """USAM: :func:`unified_sam` with ``lam=0``, the unnormalized ``e = ρ g``.
+
+  Args:
+    base_optimizer: the optimizer that receives the SAM gradient.
+    rho: the step ``ρ >= 0``.
+    **kwargs: further keyword arguments of :func:`unified_sam` (``adaptive``,
+      ``axis_name``, ``every_k``).
+
+  Returns:
+    An :class:`optax.GradientTransformationExtraArgs`.
+
+  Examples:
+    >>> import optax
+    >>> from optaxplus.sam import usam
+    >>> tx = usam(optax.sgd(0.1, momentum=0.9), rho=0.05)
+
+  References:
+    Andriushchenko & Flammarion, `Towards Understanding Sharpness-Aware Minimization
+    <https://arxiv.org/abs/2206.06232>`_, ICML 2022.
+  """
+  return unified_sam(base_optimizer, rho, lam=0.0, **kwargs)
+
+
+def asam(
+    base_optimizer: optax.GradientTransformation,
+    rho: ScalarOrSchedule = 0.5,
+    eta: float = 0.01,
+    **kwargs,
+) -> optax.GradientTransformationExtraArgs:
+  """ASAM: :func:`unified_sam` with ``lam=1, adaptive=True``, ``e = ρ T²g/‖Tg‖``.
+
+  ``T = |w| + η`` on leaves with ``ndim >= 2``, ``T = I`` on the others.
+
+  Args:
+    base_optimizer: the optimizer that receives the SAM gradient.
+    rho: the radius ``ρ >= 0``; ASAM's is larger than SAM's.
+    eta: the offset ``η >= 0``.
+    **kwargs: further keyword arguments of :func:`unified_sam` (``axis_name``,
+      ``every_k``, ``eps``).
+
+  Returns:
+    An :class:`optax.GradientTransformationExtraArgs`.
+
+  Examples:
+    >>> import optax
+    >>> from optaxplus.sam import asam
+    >>> tx = asam(optax.sgd(0.1, momentum=0.9), rho=0.5, eta=0.01)
+
+  References:
+    Kwon, Kim, Park & Choi, `ASAM: Adaptive Sharpness-Aware Minimization for
+    Scale-Invariant Learning of Deep Neural Networks <https://arxiv.org/abs/2102.11600>`_,
+    ICML 2021.
+  """
+  return unified_sam(base_optimizer, rho, lam=1.0, adaptive=True, eta=eta, **kwargs)
