@@ -1,0 +1,314 @@
+"""Flax train steps that work with every optaxplus and optax optimizer.
+
+Two things stand between an optaxplus optimizer and a Flax train step: Polyak step sizes
+need the mini-batch loss (``value=``) and SAM needs a second gradient on the same batch
+(``grad_fn=``). Linen's ``TrainState.apply_gradients`` forwards neither, and data
+parallelism must average the loss and the gradient before the optimizer sees them.
+This module supplies a :class:`TrainState` that forwards both, a train-step builder
+:func:`make_train_step` (one device, ``shard_map``/``pmap`` with an ``axis_name``,
+in-step gradient accumulation) and :func:`nnx_grad_fn`, the ``grad_fn`` for
+``flax.nnx`` models.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+from flax.training import train_state
+
+__all__ = ['TrainState', 'make_train_step', 'nnx_grad_fn']
+
+
+class TrainState(train_state.TrainState):
+  """A Linen ``TrainState`` whose ``apply_gradients`` forwards extra args to ``tx``.
+
+  Drop-in for ``flax.training.train_state.TrainState``. ``create`` wraps ``tx`` with
+  ``optax.with_extra_args_support`` so any optax transform accepts ``value=`` and
+  ``grad_fn=``; ``model_state`` carries the mutable variable collections of the model
+  (e.g. ``{'batch_stats': ...}``), ``None`` when it has none.
+
+  Examples:
+    >>> import jax, jax.numpy as jnp, optax
+    >>> params = {'w': jnp.ones(3)}
+    >>> state = TrainState.create(apply_fn=None, params=params,
+    ...                           tx=optax.polyak_sgd(max_learning_rate=1.0))
+    >>> loss_fn = lambda p: jnp.sum(p['w'] ** 2)
+    >>> loss, grads = jax.value_and_grad(loss_fn)(state.params)
+    >>> state = state.apply_gradients(grads=grads, value=loss)
+    >>> state.params['w']
+    Array([0.5, 0.5, 0.5], dtype=float32)
+  """
+
+  model_state: Any = None
+
+  @classmethod
+  def create(cls, *, apply_fn, params, tx, **kwargs):
+    """Creates a state with ``step=0`` and ``opt_state = tx.init(params)``.
+
+    Args:
+      apply_fn: usually ``model.apply``; stored, not traced.
+      params: the parameters ``tx`` updates.
+      tx: any optax ``GradientTransformation``; wrapped to accept extra args.
+      **kwargs: other fields, e.g. ``model_state={'batch_stats': ...}``.
+
+    Returns:
+      A new ``TrainState``.
+    """
+    return super().create(apply_fn=apply_fn, params=params,
+                          tx=optax.with_extra_args_support(tx), **kwargs)
+
+  def apply_gradients(self, *, grads, **kwargs):
+    """Applies ``tx`` to ``grads``, forwarding extra args such as ``value`` and ``grad_fn``.
+
+    Args:
+      grads: gradients with the structure of ``params``.
+      **kwargs: names of fields of this state are ``replace``-d (as in Flax, e.g.
+        ``model_state=``); every other keyword goes to ``tx.update``.
+
+    Returns:
+      The state with ``step`` incremented and ``params``, ``opt_state`` updated.
+    """
+    fields = {field.name for field in dataclasses.fields(self)}
+    replaced = {k: v for k, v in kwargs.items() if k in fields}
+    extra_args = {k: v for k, v in kwargs.items() if k not in fields}
+    updates, opt_state = self.tx.update(grads, self.opt_state, self.params, **extra_args)
+    params = optax.apply_updates(self.params, updates)
+    return self.replace(step=self.step + 1, params=params, opt_state=opt_state,
+                        **replaced)
+
+
+def _step_size(opt_state):
+  """The step size the optimizer took, when exactly one ``step_size`` field exists."""
+  found = optax.tree_utils.tree_get_all_with_path(opt_state, 'step_size')
+  if len(found) != 1 or jnp.shape(found[0][1]) != ():
+    return None
+  return found[0][1]
+
+
+def _global_norm(tree):
+  """The L2 norm of the whole tree, computed in float32 or wider."""
+  return optax.tree.norm(jax.tree.map(lambda x: x.astype(jnp.promote_types(x.dtype, jnp.float32)), tree))
+
+
+def _mean_floats(tree, axis_name):
+  """``pmean`` of the floating leaves; integer leaves (counters) are left as they are."""
+  return jax.tree.map(
+      lambda x: jax.lax.pmean(x, axis_name) if jnp.issubdtype(x.dtype, jnp.inexact) else x,
+      tree)
+
+
+def _split_microbatches(batch, accumulation_steps):
+  """Splits every leaf ``(B, ...)`` into ``(k, B // k, ...)``, micro-batch ``i`` = rows ``i::k``.
+
+  Strided rows keep every micro-batch spread evenly over a batch sharded on its leading
+  axis, so splitting moves no data between devices, and the micro-batches of the global
+  batch are the same whether it is split globally or per device.
+  """
+  def split(x):
+    if x.shape[0] % accumulation_steps:
+      raise ValueError(
+          f'accumulation_steps={accumulation_steps} must divide the (per-device) batch '
+          f'size, got a leaf with leading dimension {x.shape[0]}.')
+    x = x.reshape((x.shape[0] // accumulation_steps, accumulation_steps) + x.shape[1:])
+    return jnp.swapaxes(x, 0, 1)
+  return jax.tree.map(split, batch)
+
+
+def make_train_step(loss_fn: Callable[..., Any], *, has_aux: bool = False,
+                    has_state: bool = False, has_rng: bool = False,
+                    axis_name: str | None = None, local_gradients: bool = False,
+                    accumulation_steps: int = 1):
+  """Builds ``train_step(state, batch[, rng]) -> (state, metrics)`` for any optimizer.
+
+  The step computes the loss and gradient of ``loss_fn`` at ``state.params`` and calls
+  ``state.apply_gradients(grads=g, value=loss, grad_fn=grad_fn)``: Polyak step sizes get
+  the loss of the same batch, SAM gets ``grad_fn(p)``, the gradient at ``p`` on the same
+  batch (from the same ``model_state`` and ``rng``; its model-state updates are
+  discarded, so BatchNorm statistics come from the one clean pass); other optimizers
+  ignore both. Call it under ``jax.jit``.
+
+  ``loss_fn`` is called as ``loss_fn(params, batch)``, with ``has_state`` as
+  ``loss_fn(params, model_state, batch)`` and with ``has_rng`` with a trailing ``rng``.
+  It returns the scalar mean loss, ``(loss, aux)`` with ``has_aux``, ``(loss,
+  new_model_state)`` with ``has_state`` and ``(loss, (new_model_state, aux))`` with both.
+
+  Args:
+    loss_fn: the loss, as above; it must return a scalar (the mean over the batch).
+    has_aux: ``loss_fn`` also returns auxiliary outputs, reported as ``metrics['aux']``.
+    has_state: ``loss_fn`` takes and returns ``state.model_state`` (e.g. BatchNorm).
+    has_rng: the step takes a PRNG key ``rng`` and passes it to ``loss_fn``.
+    axis_name: set for ``shard_map``/``pmap`` (per-device view): the loss, gradients,
+      aux and floating model state are averaged over this axis before the optimizer
+      sees them, and ``rng`` is folded with the device index. ``None`` for one device
+      and for ``jit`` over sharded arrays (global view, nothing to average).
+    local_gradients: with ``axis_name``, give the optimizer the LOCAL gradient and a
+      local ``grad_fn``; for ``unified_sam(..., axis_name=axis_name)``, which perturbs per
+      device (m-sharpness) and averages the SAM gradient itself. ``value`` stays global.
+    accumulation_steps: split the batch into this many micro-batches (rows ``i::k``),
+      and average the loss, gradient and aux over them before one optimizer update,
+      so ``value`` matches the gradient; ``grad_fn`` accumulates the same way.
+
+  Returns:
+    ``train_step(state, batch, rng=None) -> (state, metrics)`` with ``metrics`` holding
+    ``loss``, ``grad_norm`` (of the averaged gradient), ``step_size`` when the optimizer
+    state has exactly one scalar ``step_size`` field, and ``aux`` with ``has_aux``.
+
+  Raises:
+    ValueError: bad options, or (while tracing, before compilation) a non-scalar loss or
+      a batch that ``accumulation_steps`` does not divide.
+
+  Examples:
+    >>> import jax, jax.numpy as jnp, optax
+    >>> def loss_fn(params, batch):
+    ...   return jnp.mean((batch['x'] @ params['w'] - batch['y']) ** 2)
+    >>> state = TrainState.create(apply_fn=None, params={'w': jnp.zeros(2)},
+    ...                           tx=optax.polyak_sgd(max_learning_rate=1.0))
+    >>> batch = {'x': jnp.eye(2), 'y': jnp.ones(2)}
+    >>> train_step = jax.jit(make_train_step(loss_fn))
+    >>> state, metrics = train_step(state, batch)
+    >>> float(metrics['loss']), float(metrics['grad_norm'])
+    (1.0, 1.4142135381698608)
+    >>> float(loss_fn(state.params, batch))
+    0.25
+  """
+  if accumulation_steps < 1:
+    raise ValueError(f'accumulation_steps must be >= 1, got {accumulation_steps}.')
+  if local_gradients and axis_name is None:
+    raise ValueError('local_gradients=True needs an axis_name (shard_map or pmap).')
+
+  def normalized_loss(params, model_state, batch, rng):
+    """``loss_fn`` in one calling convention: returns ``(loss, (model_state, aux))``."""
+    args = (params, model_state, batch) if has_state else (params, batch)
+    out = loss_fn(*args, rng) if has_rng else loss_fn(*args)
+    if has_state and has_aux:
+      loss, (model_state, aux) = out
+    elif has_state:
+      loss, model_state = out
+      aux = None
+    elif has_aux:
+      loss, aux = out
+    else:
+      loss, aux = out, None
+    if jnp.shape(loss) != ():
+      raise ValueError(
+          'loss_fn must return a scalar loss (the mean over the batch): optimizers such '
+          'as momsps use it as `value` and the gradient is taken of it; got shape '
+          f'{jnp.shape(loss)}. Reduce it, e.g. with jnp.mean.')
+    return loss, (model_state, aux)
+
+  value_and_grad = jax.value_and_grad(normalized_loss, has_aux=True)
+
+  def accumulated_value_and_grad(params, model_state, batch, rng):
+    """Loss, (model_state, aux) and gradient averaged over ``accumulation_steps``."""
+    if accumulation_steps == 1:
+      return value_and_grad(params, model_state, batch, rng)
+    micro_batches = _split_microbatches(batch, accumulation_steps)
+
+    def body(carry, inputs):
+      model_state, loss_sum, grad_sum = carry
+      micro_batch, index = inputs
+      micro_rng = None if rng is None else jax.random.fold_in(rng, index)
+      (loss, (model_state, aux)), grads = value_and_grad(
+          params, model_state, micro_batch, micro_rng)
+      return (model_state, loss_sum + loss, optax.tree.add(grad_sum, grads)), aux
+
+    init = (model_state, jnp.zeros((), jnp.float32), optax.tree.zeros_like(params))
+    (model_state, loss_sum, grad_sum), auxs = jax.lax.scan(
+        body, init, (micro_batches, jnp.arange(accumulation_steps)))
+    aux = jax.tree.map(
+        lambda x: x.mean(0) if jnp.issubdtype(x.dtype, jnp.inexact) else x[-1], auxs)
+    grads = optax.tree.scale(1.0 / accumulation_steps, grad_sum)
+    return (loss_sum / accumulation_steps, (model_state, aux)), grads
+
+  def train_step(state, batch, rng=None):
+    if has_rng and rng is None:
+      raise ValueError('has_rng=True: call train_step(state, batch, rng).')
+    if rng is not None and axis_name is not None:
+      rng = jax.random.fold_in(rng, jax.lax.axis_index(axis_name))
+    (loss, (model_state, aux)), local_grads = accumulated_value_and_grad(
+        state.params, state.model_state, batch, rng)
+    if axis_name is None:
+      grads = local_grads
+    else:
+      loss = jax.lax.pmean(loss, axis_name)
+      grads = jax.lax.pmean(local_grads, axis_name)
+      aux = _mean_floats(aux, axis_name)
+      model_state = _mean_floats(model_state, axis_name)
+
+    def grad_fn(perturbed_params):
+      _, perturbed_grads = accumulated_value_and_grad(
+          perturbed_params, state.model_state, batch, rng)
+      if axis_name is not None and not local_gradients:
+        perturbed_grads = jax.lax.pmean(perturbed_grads, axis_name)
+      return perturbed_grads
+
+    state = state.apply_gradients(
+        grads=local_grads if local_gradients else grads, value=loss, grad_fn=grad_fn,
+        model_state=model_state)
+    metrics = {'loss': loss, 'grad_norm': _global_norm(grads)}
+    step_size = _step_size(state.opt_state)
+    if step_size is not None:
+      metrics['step_size'] = step_size
+    if has_aux:
+      metrics['aux'] = aux
+    return state, metrics
+
+  train_step.axis_name = axis_name
+  return train_step
+
+
+def nnx_grad_fn(loss_fn: Callable[..., Any], model: nnx.Module, *args,
+                wrt: Any = nnx.Param, has_aux: bool = False):
+  """The SAM ``grad_fn`` for an NNX model: gradient at given params, model untouched.
+
+  ``grad_fn(params)`` merges ``params`` (a pure state, as ``nnx.Optimizer.update`` hands
+  them to the optimizer) into a copy of ``model`` taken now, and returns the gradient of
+  ``loss_fn(copy, *args)`` as a pure state of the same structure. Changes the pass makes
+  to the copy (BatchNorm statistics, RNG counters) are discarded, so the model keeps the
+  statistics of the one clean pass.
+
+  Args:
+    loss_fn: ``loss_fn(model, *args)`` returning the scalar loss, or ``(loss, aux)``.
+    model: the model whose current non-``wrt`` state the perturbed pass uses.
+    *args: the batch (and anything else ``loss_fn`` takes), the same as the clean pass.
+    wrt: the variable filter the gradient is taken for, as in ``nnx.Optimizer``.
+    has_aux: ``loss_fn`` returns ``(loss, aux)``; ``aux`` is discarded.
+
+  Returns:
+    ``grad_fn(params) -> grads``, to pass as ``optimizer.update(model, grads,
+    value=loss, grad_fn=grad_fn)``.
+
+  Examples:
+    >>> import jax, jax.numpy as jnp, optax
+    >>> from flax import nnx
+    >>> model = nnx.Linear(2, 1, rngs=nnx.Rngs(0))
+    >>> optimizer = nnx.Optimizer(model, optax.sgd(0.1), wrt=nnx.Param)
+    >>> x, y = jnp.ones((4, 2)), jnp.zeros((4, 1))
+    >>> loss_fn = lambda model, x, y: jnp.mean((model(x) - y) ** 2)
+    >>> loss, grads = nnx.value_and_grad(loss_fn)(model, x, y)
+    >>> grad_fn = nnx_grad_fn(loss_fn, model, x, y)
+    >>> _ = optimizer.update(model, grads, value=loss, grad_fn=grad_fn)
+    >>> jax.tree.map(jnp.shape, grad_fn(nnx.as_pure(nnx.state(model, nnx.Param))))
+    State({
+      'bias': (1,),
+      'kernel': (2, 1)
+    })
+  """
+  graphdef, _, rest = nnx.split(model, wrt, ...)
+
+  def pure_loss(params):
+    copy = nnx.merge(graphdef, params, rest, copy=True)
+    out = loss_fn(copy, *args)
+    loss = out[0] if has_aux else out
+    return loss
+
+  def grad_fn(params):
+    return jax.grad(pure_loss)(nnx.as_pure(params))
+
+  return grad_fn

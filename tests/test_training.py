@@ -1,0 +1,255 @@
+"""Single-device tests of optaxplus.training: TrainState, make_train_step, nnx_grad_fn."""
+
+import chex
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+from optaxplus import polyak
+from optaxplus import training
+
+
+class SmallCNN(nn.Module):
+  """Conv → BatchNorm → ReLU → Dense: the smallest model with mutable state."""
+
+  @nn.compact
+  def __call__(self, x, train=True):
+    x = nn.Conv(4, (3, 3))(x)
+    x = nn.BatchNorm(use_running_average=not train, momentum=0.9)(x)
+    x = nn.relu(x)
+    return nn.Dense(3)(x.reshape((x.shape[0], -1)))
+
+
+def _cnn_problem(tx, batch_size=8):
+  model = SmallCNN()
+  rng_x, rng_y, rng_init = jax.random.split(jax.random.key(0), 3)
+  batch = {'x': jax.random.normal(rng_x, (batch_size, 6, 6, 1)),
+           'y': jax.random.randint(rng_y, (batch_size,), 0, 3)}
+  variables = model.init(rng_init, batch['x'])
+  state = training.TrainState.create(
+      apply_fn=model.apply, params=variables['params'], tx=tx,
+      model_state={'batch_stats': variables['batch_stats']})
+
+  def loss_fn(params, model_state, batch):
+    logits, model_state = model.apply({'params': params, **model_state}, batch['x'],
+                                      mutable=['batch_stats'])
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch['y']).mean()
+    return loss, (model_state, {'accuracy': jnp.mean(logits.argmax(-1) == batch['y'])})
+
+  return state, batch, loss_fn
+
+
+def _linear_problem(tx):
+  x = jax.random.normal(jax.random.key(1), (8, 3))
+  batch = {'x': x, 'y': x @ jnp.array([1.0, -2.0, 0.5]) + 0.1}
+  params = {'w': jnp.zeros(3), 'b': jnp.zeros(())}
+
+  def loss_fn(params, batch):
+    return jnp.mean((batch['x'] @ params['w'] + params['b'] - batch['y']) ** 2)
+
+  return training.TrainState.create(apply_fn=None, params=params, tx=tx), batch, loss_fn
+
+
+def _probe_sam(delta):
+  """An optimizer whose update is ``grad_fn(params + delta)``: exposes what grad_fn does."""
+  def init(params):
+    del params
+    return optax.EmptyState()
+
+  def update(updates, state, params, *, grad_fn, **extra_args):
+    del updates, extra_args
+    return grad_fn(jax.tree.map(lambda p: p + delta, params)), state
+
+  return optax.GradientTransformationExtraArgs(init, update)
+
+
+def test_train_state_forwards_value_and_replaces_fields():
+  tx = optax.polyak_sgd(max_learning_rate=1.0)
+  params = {'w': jnp.array([1.0, -2.0])}
+  state = training.TrainState.create(apply_fn=None, params=params, tx=tx)
+  loss, grads = jax.value_and_grad(lambda p: jnp.sum(p['w'] ** 2))(params)
+  new = state.apply_gradients(grads=grads, value=loss, model_state={'n': 1})
+  updates, _ = tx.update(grads, tx.init(params), params, value=loss)
+  chex.assert_trees_all_close(new.params, optax.apply_updates(params, updates))
+  assert new.model_state == {'n': 1} and int(new.step) == 1
+  # A plain GradientTransformation is wrapped so that it ignores the extra args.
+  plain = optax.GradientTransformation(*optax.sgd(0.1)[:2])
+  state = training.TrainState.create(apply_fn=None, params=params, tx=plain)
+  chex.assert_trees_all_close(state.apply_gradients(grads=grads, value=loss).params['w'],
+                              params['w'] - 0.1 * grads['w'])
+
+
+@pytest.mark.parametrize('make_tx', [
+    lambda: polyak.momsps(), lambda: optax.sgd(0.1, momentum=0.9)])
+def test_train_step_matches_manual_updates(make_tx):
+  tx = make_tx()
+  state, batch, loss_fn = _linear_problem(tx)
+  train_step = jax.jit(training.make_train_step(loss_fn))
+  params, opt_state = state.params, tx.init(state.params)
+  for _ in range(5):
+    state, metrics = train_step(state, batch)
+    loss, grads = jax.value_and_grad(loss_fn)(params, batch)
+    updates, opt_state = tx.update(grads, opt_state, params, value=loss)
+    params = optax.apply_updates(params, updates)
+    np.testing.assert_allclose(metrics['loss'], loss, rtol=1e-6)
+    np.testing.assert_allclose(metrics['grad_norm'], optax.tree.norm(grads), rtol=1e-6)
+  chex.assert_trees_all_close(state.params, params, rtol=1e-6)
+  step_size = optax.tree_utils.tree_get(opt_state, 'step_size')
+  if step_size is None:
+    assert 'step_size' not in metrics
+  else:
+    np.testing.assert_allclose(metrics['step_size'], step_size, rtol=1e-6)
+
+
+def test_cnn_with_batchnorm_carries_state_and_aux():
+  state, batch, loss_fn = _cnn_problem(polyak.momsps())
+  train_step = jax.jit(training.make_train_step(loss_fn, has_aux=True, has_state=True))
+  _, (expected_state, _) = loss_fn(state.params, state.model_state, batch)
+  state, metrics = train_step(state, batch)
+  chex.assert_trees_all_close(state.model_state, expected_state)
+  assert set(metrics) == {'loss', 'grad_norm', 'step_size', 'aux'}
+  assert 0.0 <= float(metrics['aux']['accuracy']) <= 1.0
+  for _ in range(3):
+    state, metrics = train_step(state, batch)
+  chex.assert_tree_all_finite((state, metrics))
+
+
+def test_grad_fn_is_the_gradient_on_the_same_batch_and_keeps_one_pass_of_statistics():
+  delta = 0.01
+  state, batch, loss_fn = _cnn_problem(_probe_sam(delta))
+  train_step = jax.jit(training.make_train_step(loss_fn, has_aux=True, has_state=True))
+  new, _ = train_step(state, batch)
+  perturbed = jax.tree.map(lambda p: p + delta, state.params)
+  expected = jax.grad(lambda p: loss_fn(p, state.model_state, batch)[0])(perturbed)
+  # The probe's update is the grad_fn output: params move by exactly that gradient.
+  chex.assert_trees_all_close(
+      jax.tree.map(lambda a, b: a - b, new.params, state.params), expected, rtol=1e-5,
+      atol=1e-7)
+  _, (clean_state, _) = loss_fn(state.params, state.model_state, batch)
+  chex.assert_trees_all_close(new.model_state, clean_state)
+
+
+def test_non_scalar_loss_raises_before_compilation():
+  state, batch, loss_fn = _linear_problem(polyak.momsps())
+  per_example = lambda params, batch: (batch['x'] @ params['w'] - batch['y']) ** 2
+  with pytest.raises(ValueError, match='scalar loss'):
+    jax.jit(training.make_train_step(per_example))(state, batch)
+
+
+def test_bad_options_raise():
+  with pytest.raises(ValueError, match='axis_name'):
+    training.make_train_step(lambda p, b: 0.0, local_gradients=True)
+  with pytest.raises(ValueError, match='accumulation_steps'):
+    training.make_train_step(lambda p, b: 0.0, accumulation_steps=0)
+  state, batch, loss_fn = _linear_problem(optax.sgd(0.1))
+  with pytest.raises(ValueError, match='accumulation_steps=3'):
+    training.make_train_step(loss_fn, accumulation_steps=3)(state, batch)
+  with pytest.raises(ValueError, match='rng'):
+    training.make_train_step(loss_fn, has_rng=True)(state, batch)
+
+
+def test_accumulation_keeps_value_consistent_with_the_gradient():
+  state, batch, loss_fn = _linear_problem(polyak.momsps())
+  full = jax.jit(training.make_train_step(loss_fn))
+  accumulated = jax.jit(training.make_train_step(loss_fn, accumulation_steps=4))
+  state_full = state_acc = state
+  for _ in range(5):
+    state_full, metrics_full = full(state_full, batch)
+    state_acc, metrics_acc = accumulated(state_acc, batch)
+    chex.assert_trees_all_close(metrics_acc, metrics_full, rtol=1e-5)
+  chex.assert_trees_all_close(state_acc.params, state_full.params, rtol=1e-5)
+  # optax.MultiSteps hands the optimizer the LAST micro-batch's loss: a different step.
+  multi = optax.MultiSteps(polyak.momsps(), every_k_schedule=4)
+  params, multi_state = state.params, multi.init(state.params)
+  for i in range(4):
+    micro = jax.tree.map(lambda x: x[i::4], batch)
+    loss, grads = jax.value_and_grad(loss_fn)(params, micro)
+    updates, multi_state = multi.update(grads, multi_state, params, value=loss)
+  assert not np.allclose(optax.apply_updates(params, updates)['w'],
+                         full(state, batch)[0].params['w'], rtol=1e-3)
+
+
+def test_accumulation_grad_fn_and_batchnorm():
+  delta = 0.01
+  state, batch, loss_fn = _cnn_problem(_probe_sam(delta))
+  step = jax.jit(training.make_train_step(loss_fn, has_aux=True, has_state=True,
+                                          accumulation_steps=2))
+  new, metrics = step(state, batch)
+  micro = [jax.tree.map(lambda x: x[i::2], batch) for i in range(2)]
+  perturbed = jax.tree.map(lambda p: p + delta, state.params)
+  grad = lambda p, b: jax.grad(lambda p: loss_fn(p, state.model_state, b)[0])(p)
+  expected = jax.tree.map(lambda a, b: (a + b) / 2, *[grad(perturbed, b) for b in micro])
+  chex.assert_trees_all_close(jax.tree.map(lambda a, b: a - b, new.params, state.params),
+                              expected, rtol=1e-5, atol=1e-7)
+  # BatchNorm statistics run through the micro-batches in order, once each.
+  model_state = state.model_state
+  for b in micro:
+    _, (model_state, _) = loss_fn(state.params, model_state, b)
+  chex.assert_trees_all_close(new.model_state, model_state, rtol=1e-5, atol=1e-8)
+  losses = [loss_fn(state.params, state.model_state, b)[0] for b in micro]
+  np.testing.assert_allclose(metrics['loss'], np.mean(losses), rtol=1e-6)
+
+
+def test_rng_reaches_the_loss_and_is_shared_with_grad_fn():
+  seen = []
+
+  def loss_fn(params, batch, rng):
+    seen.append(rng)
+    noise = jax.random.normal(rng, batch['x'].shape)
+    return jnp.mean(((batch['x'] + noise) @ params['w'] - batch['y']) ** 2)
+
+  state, batch, _ = _linear_problem(_probe_sam(0.0))
+  step = training.make_train_step(loss_fn, has_rng=True)
+  rng = jax.random.key(3)
+  new, metrics = step(state, batch, rng)
+  assert len(seen) == 2 and all(r is seen[0] for r in seen)
+  expected = jax.grad(loss_fn)(state.params, batch, rng)
+  chex.assert_trees_all_close(new.params['w'] - state.params['w'], expected['w'],
+                              rtol=1e-6)
+
+
+class NNXNet(nnx.Module):
+  """Linear → BatchNorm → Linear, for the NNX path."""
+
+  def __init__(self, rngs):
+    self.hidden = nnx.Linear(3, 4, rngs=rngs)
+    self.norm = nnx.BatchNorm(4, momentum=0.9, rngs=rngs)
+    self.out = nnx.Linear(4, 1, rngs=rngs)
+
+  def __call__(self, x):
+    return self.out(nnx.relu(self.norm(self.hidden(x))))
+
+
+def test_nnx_grad_fn_gradient_at_perturbed_params_one_pass_of_statistics():
+  model = NNXNet(nnx.Rngs(0))
+  optimizer = nnx.Optimizer(model, _probe_sam(0.01), wrt=nnx.Param)
+  x = jax.random.normal(jax.random.key(2), (8, 3))
+  y = jnp.sum(x, axis=1, keepdims=True)
+  loss_fn = lambda model, x, y: jnp.mean((model(x) - y) ** 2)
+  reference = nnx.clone(model)
+  params_before = nnx.as_pure(nnx.state(model, nnx.Param))
+
+  @nnx.jit
+  def train_step(model, optimizer, x, y):
+    loss, grads = nnx.value_and_grad(loss_fn)(model, x, y)
+    optimizer.update(model, grads, value=loss,
+                     grad_fn=training.nnx_grad_fn(loss_fn, model, x, y))
+    return loss
+
+  train_step(model, optimizer, x, y)
+  # One clean pass updates the statistics once.
+  loss_fn(reference, x, y)
+  chex.assert_trees_all_close(model.norm.mean[...], reference.norm.mean[...], rtol=1e-6)
+  chex.assert_trees_all_close(model.norm.var[...], reference.norm.var[...], rtol=1e-6)
+  # The update is the gradient at params + 0.01 with the pre-step statistics.
+  graphdef, _, rest = nnx.split(nnx.clone(reference), nnx.Param, ...)
+  perturbed = jax.tree.map(lambda p: p + 0.01, params_before)
+  expected = jax.grad(
+      lambda p: loss_fn(nnx.merge(graphdef, p, rest, copy=True), x, y))(perturbed)
+  moved = jax.tree.map(lambda a, b: a - b, nnx.as_pure(nnx.state(model, nnx.Param)),
+                       params_before)
+  chex.assert_trees_all_close(moved, expected, rtol=1e-5, atol=1e-7)
