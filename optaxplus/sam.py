@@ -23,13 +23,15 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from optaxplus._checks import check_range
+
 ScalarOrSchedule = Union[float, jax.Array, optax.Schedule]
 LamLike = Union[float, jax.Array, str, Callable[[jax.Array], jax.Array]]
 
 _LAM_SCHEDULES = {
     # t counts SAM steps from 1 (METHODS.md §3); `count` counts them from 0.
-    "1/t": lambda count: 1.0 / (count + 1.0),
-    "1-1/t": lambda count: 1.0 - 1.0 / (count + 1.0),
+    '1/t': lambda count: 1.0 / (count + 1.0),
+    '1-1/t': lambda count: 1.0 - 1.0 / (count + 1.0),
 }
 
 
@@ -46,29 +48,19 @@ class UnifiedSAMState(NamedTuple):
   base_state: optax.OptState
 
 
-def _is_python_number(value: Any) -> bool:
-  # Only Python (and NumPy) numbers are checked: under optax.inject_hyperparams the
-  # factory receives arrays, possibly tracers, which cannot be compared in Python.
-  return isinstance(value, numbers.Real) and not isinstance(value, bool)
-
-
 def _check_hyperparameters(rho, lam, eta, eps) -> None:
-  if _is_python_number(rho) and not rho >= 0:
-    raise ValueError(f"rho must be >= 0 (or an optax schedule), got rho={rho!r}.")
-  if isinstance(lam, str):
-    if lam not in _LAM_SCHEDULES:
-      raise ValueError(
-          f"lam must be a number in [0, 1], one of {sorted(_LAM_SCHEDULES)} or a "
-          f"callable of the step count, got the string lam={lam!r}."
-      )
-  elif _is_python_number(lam) and not 0 <= lam <= 1:
-    raise ValueError(f"lam must be in [0, 1], got lam={lam!r}.")
-  if _is_python_number(eta) and not eta >= 0:
-    raise ValueError(f"eta must be >= 0, got eta={eta!r}.")
-  if _is_python_number(eps) and not eps > 0:
+  # Python numbers only: under optax.inject_hyperparams the values are (traced) arrays.
+  check_range('rho', rho, 0.0)
+  if isinstance(lam, str) and lam not in _LAM_SCHEDULES:
     raise ValueError(
-        f"eps must be > 0 (it keeps a zero gradient from giving 0/0), got eps={eps!r}."
+        f'lam must be a number in [0, 1], one of {sorted(_LAM_SCHEDULES)} or a callable '
+        f'of the step count, got the string {lam!r}.'
     )
+  if not isinstance(lam, str):
+    check_range('lam', lam, 0.0, 1.0)
+  check_range('eta', eta, 0.0)
+  # ε > 0 keeps a zero gradient from giving 0/0.
+  check_range('eps', eps, 0.0, low_open=True)
 
 
 def _value_at(hyperparameter, count: jax.Array) -> jax.Array:
@@ -174,7 +166,7 @@ def sam_perturbation(
   def update_fn(updates, state, params=None, **extra_args):
     del extra_args
     if adaptive and params is None:
-      raise ValueError("sam_perturbation(adaptive=True) needs params: T = |w| + eta.")
+      raise ValueError('sam_perturbation(adaptive=True) needs params: T = |w| + eta.')
     e = _ascent_vector(
         updates,
         params,
@@ -202,15 +194,15 @@ def _gradient_from(grad_fn, point, like):
       result = result[0]  # (grads, aux): aux is the caller's business, see unified_sam.
     else:
       raise ValueError(
-          "grad_fn must return gradients with the structure of the incoming gradients, "
-          f"or a pair (gradients, aux). Expected {expected}, got "
-          f"{jax.tree.structure(result)}."
+          'grad_fn must return gradients with the structure of the incoming gradients, '
+          f'or a pair (gradients, aux). Expected {expected}, got '
+          f'{jax.tree.structure(result)}.'
       )
   for got, want in zip(jax.tree.leaves(result), jax.tree.leaves(like)):
     if jnp.shape(got) != jnp.shape(want):
       raise ValueError(
-          f"grad_fn returned a leaf of shape {jnp.shape(got)} where the gradient has "
-          f"shape {jnp.shape(want)}."
+          f'grad_fn returned a leaf of shape {jnp.shape(got)} where the gradient has '
+          f'shape {jnp.shape(want)}.'
       )
   return optax.tree.cast_like(result, like)
 
@@ -306,10 +298,10 @@ def unified_sam(
     Foret, Kleiner, Mobahi & Neyshabur, `Sharpness-Aware Minimization for Efficiently
     Improving Generalization <https://arxiv.org/abs/2010.01412>`_, ICLR 2021.
   """
-  if isinstance(every_k, numbers.Integral) and every_k < 1:
-    raise ValueError(f"every_k must be an integer >= 1, got every_k={every_k!r}.")
-  if _is_python_number(every_k) and not isinstance(every_k, numbers.Integral):
-    raise ValueError(f"every_k must be an integer >= 1, got every_k={every_k!r}.")
+  if isinstance(every_k, numbers.Real) and not (
+      isinstance(every_k, numbers.Integral) and every_k >= 1
+  ):
+    raise ValueError(f'every_k must be an integer >= 1, got {every_k!r}.')
   perturbation = sam_perturbation(rho, lam, adaptive=adaptive, eta=eta, eps=eps)
   base_optimizer = optax.with_extra_args_support(base_optimizer)
 
@@ -321,11 +313,11 @@ def unified_sam(
   def update_fn(updates, state, params=None, *, grad_fn=None, **extra_args):
     if grad_fn is None:
       raise TypeError(
-          "unified_sam needs the gradient function of the current batch: call "
-          "tx.update(grads, state, params, grad_fn=lambda p: jax.grad(loss)(p, batch))."
+          'unified_sam needs the gradient function of the current batch: call '
+          'tx.update(grads, state, params, grad_fn=lambda p: jax.grad(loss)(p, batch)).'
       )
     if params is None:
-      raise ValueError("unified_sam needs params: the SAM gradient is taken at params + e.")
+      raise ValueError('unified_sam needs params: the SAM gradient is taken at params + e.')
 
     def sam_gradient():
       # SAM steps so far; with every_k = 1 this is state.count.
