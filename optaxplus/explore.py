@@ -119,8 +119,9 @@ def explore(
 
   Examples:
     >>> import jax.numpy as jnp
-    >>> import optax, optaxplus.explore as ex
-    >>> opt = optax.chain(ex.explore(alpha=-5.0, b1=0.99), optax.sgd(0.1))
+    >>> import optax
+    >>> from optaxplus.explore import explore
+    >>> opt = optax.chain(explore(alpha=-5.0, b1=0.99), optax.sgd(0.1))
     >>> params = {"w": jnp.array([1.0, -2.0])}
     >>> state = opt.init(params)
     >>> updates, state = opt.update({"w": jnp.array([1.0, 1.0])}, state, params)
@@ -181,8 +182,9 @@ def clip_by_global_norm(
     ValueError: for ``max_norm <= 0`` (Python numbers only).
 
   Examples:
-    >>> import jax.numpy as jnp, optaxplus.explore as ex
-    >>> clip = ex.clip_by_global_norm(1.0)
+    >>> import jax.numpy as jnp
+    >>> from optaxplus.explore import clip_by_global_norm
+    >>> clip = clip_by_global_norm(1.0)
     >>> clip.update({"a": jnp.array([3.0]), "b": jnp.array([4.0])}, ())[0]
     {'a': Array([0.6], dtype=float32), 'b': Array([0.8], dtype=float32)}
 
@@ -223,8 +225,9 @@ def scale_by_trust_ratio() -> optax.GradientTransformationExtraArgs:
     requires ``params``.
 
   Examples:
-    >>> import jax.numpy as jnp, optaxplus.explore as ex
-    >>> tr = ex.scale_by_trust_ratio()
+    >>> import jax.numpy as jnp
+    >>> from optaxplus.explore import scale_by_trust_ratio
+    >>> tr = scale_by_trust_ratio()
     >>> tr.update({"w": jnp.array([0.0, 2.0])}, (), {"w": jnp.array([3.0, 4.0])})[0]
     {'w': Array([0., 5.], dtype=float32)}
 
@@ -285,8 +288,9 @@ def esgd(
     ValueError: for out-of-range Python-number hyperparameters.
 
   Examples:
-    >>> import jax, jax.numpy as jnp, optax, optaxplus.explore as ex
-    >>> opt = ex.esgd(0.1, momentum=0.9)
+    >>> import jax, jax.numpy as jnp, optax
+    >>> from optaxplus.explore import esgd
+    >>> opt = esgd(0.1, momentum=0.9)
     >>> params = jnp.array([1.0, 2.0])
     >>> state = opt.init(params)
     >>> for _ in range(3):
@@ -340,8 +344,9 @@ def eadam(
     ValueError: for out-of-range Python-number hyperparameters.
 
   Examples:
-    >>> import jax.numpy as jnp, optaxplus.explore as ex
-    >>> opt = ex.eadam(1e-3)
+    >>> import jax.numpy as jnp
+    >>> from optaxplus.explore import eadam
+    >>> opt = eadam(1e-3)
     >>> params = {"w": jnp.ones((2, 3)), "b": jnp.zeros(3)}
     >>> updates, _ = opt.update(params, opt.init(params), params)
     >>> print(f"{updates['w'][0, 0]:.6f}")  # Adam's first step: -lr * sign(g)
@@ -396,8 +401,9 @@ def eadamw(
     ValueError: for out-of-range Python-number hyperparameters.
 
   Examples:
-    >>> import jax.numpy as jnp, optaxplus.explore as ex
-    >>> opt = ex.eadamw(1e-3, weight_decay=0.1)
+    >>> import jax.numpy as jnp
+    >>> from optaxplus.explore import eadamw
+    >>> opt = eadamw(1e-3, weight_decay=0.1)
     >>> params = {"w": jnp.ones((2, 3))}
     >>> updates, _ = opt.update({"w": jnp.zeros((2, 3))}, opt.init(params), params)
     >>> updates["w"][0, 0]  # zero gradient: the decay alone, -lr * wd * w
@@ -477,9 +483,10 @@ def alto(
     ValueError: for out-of-range Python-number hyperparameters.
 
   Examples:
-    >>> import jax, jax.numpy as jnp, optax, optaxplus.explore as ex
+    >>> import jax, jax.numpy as jnp, optax
+    >>> from optaxplus.explore import alto
     >>> params = {"kernel": jnp.ones((3, 2)), "bias": jnp.zeros(2)}
-    >>> opt = ex.alto(learning_rate=1e-2)
+    >>> opt = alto(learning_rate=1e-2)
     >>> state = opt.init(params)
     >>> loss = lambda p: jnp.sum((jnp.ones(3) @ p["kernel"] + p["bias"]) ** 2)
     >>> for _ in range(5):
