@@ -181,6 +181,31 @@ def sam_perturbation(
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
+def _varying_axes(x) -> frozenset:
+  """The mesh axes over which ``x`` may differ, as shard_map's type checking tracks them."""
+  aval = jax.typeof(x)
+  manual_axis_type = getattr(aval, 'manual_axis_type', None)  # JAX >= 0.9
+  if manual_axis_type is not None:
+    return frozenset(manual_axis_type.varying)
+  return frozenset(getattr(aval, 'vma', ()))
+
+
+def _check_local(grads, axis_name: str) -> None:
+  """Raises if shard_map's type checking shows ``grads`` are not per-device gradients."""
+  # Under shard_map(check_vma=True) the device index varies over the axis; under pmap or
+  # check_vma=False no type varies and there is nothing to check.
+  if axis_name not in _varying_axes(jax.lax.axis_index(axis_name)):
+    return
+  if not all(axis_name in _varying_axes(g) for g in jax.tree.leaves(grads)):
+    raise ValueError(
+        f'unified_sam(axis_name={axis_name!r}) needs the LOCAL gradient of each device, '
+        f'but these gradients are the same on all devices. Under shard_map, the gradient '
+        f'with respect to replicated params is already summed over {axis_name!r}; take '
+        f'it at jax.lax.pcast(params, {axis_name!r}, to="varying") instead, or build the '
+        f'shard_map with check_vma=False.'
+    )
+
+
 def _gradient_from(grad_fn, point, like):
   """Calls grad_fn(point); accepts grads or (grads, aux); checks it matches `like`."""
   result = grad_fn(point)
@@ -246,8 +271,11 @@ def unified_sam(
   - ``axis_name`` (inside ``shard_map`` or ``pmap``): ``grads`` is the device's LOCAL
     gradient, each device perturbs with its own gradient (m-sharpness with ``m`` = the
     per-device batch) and the gradient given to the base is ``lax.pmean``-ed over
-    ``axis_name`` (on SAM and non-SAM steps). Extra args are not averaged: pass values
-    equal on all devices (e.g. a ``pmean``-ed ``value``). With ``axis_name=None`` there
+    ``axis_name`` (on SAM and non-SAM steps). Under ``jax.shard_map`` (``check_vma=True``
+    by default) the gradient with respect to replicated params is already summed over
+    the axis: take the local one at ``jax.lax.pcast(params, axis_name, to='varying')``
+    (a ``ValueError`` says so otherwise), or use ``check_vma=False``. Extra args are not
+    averaged: pass values equal on all devices (e.g. a ``pmean``-ed ``value``). With ``axis_name=None`` there
     are no collectives; under ``jit`` with sharded inputs (global view) the perturbation
     is global, ``m`` = the global batch.
 
@@ -318,6 +346,8 @@ def unified_sam(
       )
     if params is None:
       raise ValueError('unified_sam needs params: the SAM gradient is taken at params + e.')
+    if axis_name is not None:
+      _check_local(updates, axis_name)
 
     def sam_gradient():
       # SAM steps so far; with every_k = 1 this is state.count.
