@@ -1,0 +1,76 @@
+"""Default config: a small ResNet on the scikit-learn digits, and the default suite.
+
+``python -m experiments.train --config configs/default.py`` trains the base run below;
+``python -m experiments.sweep --config configs/default.py`` runs the default suite in
+``config.sweep`` (MomSPS at its defaults against SGD-momentum and Adam at two learning
+rates each, 3 seeds; a few minutes on 2 CPU cores). Every other config imports this one
+and overrides a few keys.
+"""
+
+import ml_collections
+
+from experiments import optimizers
+
+
+def get_config(optimizer: str = ""):
+  """The default hyperparameter configuration; ``optimizer`` picks another optimizer.
+
+  ``--config configs/default.py:adam`` calls ``get_config("adam")``: the optimizer block
+  then holds Adam's hyperparameters at their defaults.
+  """
+  config = ml_collections.ConfigDict()
+
+  # Data.
+  config.dataset = "digits"  # 'digits' | 'stdlib_chars'
+  config.context_length = 64  # characters per example of 'stdlib_chars'
+  config.max_chars = 0  # truncate the character corpus (0: all of it)
+
+  # Model: 'mlp' uses `hidden`, 'cnn' `stage_features`, 'transformer' width/depth/num_heads.
+  config.model = ml_collections.ConfigDict(dict(
+      name="cnn", hidden=(64, 64), stage_features=(16, 32), width=64, depth=2,
+      num_heads=4))
+
+  # Optimizer: `name` plus that optimizer's hyperparameters (see
+  # experiments.optimizers.hyperparameters). Switch optimizer with a config string:
+  # --config configs/default.py:momsps
+  config.optimizer = optimizers.default_config("sgd", learning_rate=0.1, momentum=0.9)
+  if optimizer:
+    config.optimizer = optimizers.default_config(optimizer)
+  config.schedule = "constant"  # 'constant' | 'cosine' (where there is a learning_rate)
+  # Unified SAM around the optimizer (lam: a number, '1/t' or '1-1/t').
+  config.sam = ml_collections.ConfigDict(dict(
+      enabled=False, rho=0.05, lam="1.0", adaptive=False, every_k=1))
+
+  # Training.
+  config.batch_size = 64  # global batch, split over `num_devices`
+  config.num_devices = 1  # 0: all local devices
+  config.num_steps = 440  # ~20 epochs of the 1,440 training digits
+  config.seed = 0
+  config.log_every = 10  # steps per logged (averaged) train record
+  config.eval_every = 110  # steps between test evaluations (and at the end)
+  config.eval_batch_size = 512
+  config.train_eval_examples = 1440  # fixed training subset for the final train loss
+  config.checkpoint_every = 110  # 0: never checkpoint
+  config.stop_after_steps = 0  # >0: stop there as if killed (resume testing)
+  config.progress_bar = True  # shown only on a TTY
+
+  # Flatness probe at the end: top Hessian eigenvalue on a fixed training batch.
+  config.hessian = ml_collections.ConfigDict(dict(
+      num_iterations=20, batch_size=512, tol=1e-3))
+
+  # The default suite (experiments.sweep). Arms: `label`, an `optimizer` block (name and
+  # the keys that differ from its defaults), optional `sam` keys, `overrides` (dotted key
+  # -> value) and `grid` ((dotted key, values) pairs, Cartesian product).
+  config.sweep = ml_collections.ConfigDict(dict(
+      name="default",
+      seeds=(0, 1, 2),
+      metric="test_accuracy",  # what `best` means in the report
+      arms=[
+          dict(label="momsps (defaults)", optimizer=dict(name="momsps")),
+          dict(label="sgd-momentum", optimizer=dict(name="sgd", momentum=0.9),
+               grid=(("optimizer.learning_rate", (0.03, 0.3)),)),
+          dict(label="adam", optimizer=dict(name="adam"),
+               grid=(("optimizer.learning_rate", (1e-3, 1e-2)),)),
+      ],
+  ))
+  return config

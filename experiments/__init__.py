@@ -1,0 +1,1 @@
+"""Config-driven experiments with optaxplus: data, models, the runner, sweeps and reports."""

@@ -1,0 +1,250 @@
+"""Name -> optimizer factory registry, driven by the ``optimizer`` and ``sam`` config blocks.
+
+Each registered factory is a plain function whose keyword arguments ARE its config keys
+(with their defaults); ``default_config(name)`` turns that signature into the config block,
+and ``create_optimizer`` refuses keys the chosen optimizer does not take. Arguments the
+runner knows and the user should not set (``batches_per_epoch``, ``total_steps``) are
+injected by ``create_optimizer``.
+
+Baselines come from optax (``sgd``, ``adam``, ``adamw``, ``lamb``, ``momo``); the methods
+come from ``optaxplus`` (imported when used). ``sps_naive_momentum`` is the unstable
+baseline of the MomSPS paper, SPS_max fed into heavy ball WITHOUT the ``(1 - momentum)``
+factor; it is NOT MomSPS.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Callable
+
+import jax
+import ml_collections
+import optax
+
+_REGISTRY: dict[str, Callable[..., optax.GradientTransformation]] = {}
+# Keys filled in by the runner, never by a config.
+INJECTED = ("batches_per_epoch", "total_steps")
+POLYAK = ("sps", "decsps", "adasps", "momsps", "momsps_smooth", "momdecsps", "momadasps",
+          "sps_naive_momentum", "momo")
+
+
+def register(fn):
+  _REGISTRY[fn.__name__] = fn
+  return fn
+
+
+def names() -> tuple[str, ...]:
+  return tuple(sorted(_REGISTRY))
+
+
+def _lookup(name: str):
+  if name not in _REGISTRY:
+    raise ValueError(f"unknown optimizer {name!r}; valid: {', '.join(names())}")
+  return _REGISTRY[name]
+
+
+def hyperparameters(name: str) -> dict:
+  """The config keys of optimizer ``name`` and their defaults."""
+  sig = inspect.signature(_lookup(name))
+  return {k: p.default for k, p in sig.parameters.items() if k not in INJECTED}
+
+
+def default_config(name: str, **overrides) -> ml_collections.ConfigDict:
+  """The ``optimizer`` config block for ``name`` at its defaults, with ``overrides``."""
+  block = {"name": name, **hyperparameters(name)}
+  unknown = set(overrides) - set(block)
+  if unknown:
+    raise ValueError(f"optimizer {name!r} has no hyperparameter(s) {sorted(unknown)}; "
+                     f"valid: {', '.join(sorted(hyperparameters(name)))}")
+  block.update(overrides)
+  return ml_collections.ConfigDict(block)
+
+
+def _decay_mask(params):
+  """Weight decay on matrices and kernels only, not on biases or normalisation scales."""
+  return jax.tree.map(lambda p: p.ndim > 1, params)
+
+
+def _with_decay(weight_decay: float, tx):
+  if weight_decay:
+    return optax.chain(optax.add_decayed_weights(weight_decay, _decay_mask), tx)
+  return tx
+
+
+# --- optax baselines ---------------------------------------------------------------------
+@register
+def sgd(learning_rate: float = 0.1, momentum: float = 0.9, nesterov: bool = False,
+        weight_decay: float = 0.0):
+  """SGD with heavy-ball momentum (``momentum=0`` is plain SGD), coupled weight decay."""
+  return _with_decay(weight_decay,
+                     optax.sgd(learning_rate, momentum or None, nesterov=nesterov))
+
+
+@register
+def adam(learning_rate: float = 1e-3, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8):
+  return optax.adam(learning_rate, b1, b2, eps)
+
+
+@register
+def adamw(learning_rate: float = 1e-3, b1: float = 0.9, b2: float = 0.999,
+          eps: float = 1e-8, weight_decay: float = 1e-4):
+  return optax.adamw(learning_rate, b1, b2, eps, weight_decay=weight_decay, mask=_decay_mask)
+
+
+@register
+def lamb(learning_rate: float = 1e-2, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-6,
+         weight_decay: float = 1e-4):
+  return optax.lamb(learning_rate, b1, b2, eps, weight_decay=weight_decay, mask=_decay_mask)
+
+
+@register
+def momo(learning_rate: float = 1.0, beta: float = 0.9, lower_bound: float = 0.0,
+         weight_decay: float = 0.0):
+  """``optax.contrib.momo`` (Schaipp et al., 2024): model-based momentum with a Polyak cap."""
+  return optax.contrib.momo(learning_rate, beta, lower_bound, weight_decay)
+
+
+# --- optaxplus.polyak ---------------------------------------------------------------------
+@register
+def sps(c: float = 0.5, max_learning_rate: float = 1.0, f_min: float = 0.0):
+  from optaxplus import polyak  # pylint: disable=import-outside-toplevel
+  return polyak.sps(c=c, max_learning_rate=max_learning_rate, f_min=f_min)
+
+
+@register
+def sps_naive_momentum(c: float = 0.5, max_learning_rate: float = 1.0,
+                       momentum: float = 0.9, f_min: float = 0.0):
+  """NOT MomSPS: SPS_max steps fed into heavy ball without the ``(1 - momentum)`` factor.
+
+  ``u_t = -gamma_t g_t + momentum * u_{t-1}`` with ``gamma_t`` the plain SPS_max step; the
+  MomSPS paper shows this naive combination is unstable.
+  """
+  from optaxplus import polyak  # pylint: disable=import-outside-toplevel
+  return optax.chain(polyak.sps(c=c, max_learning_rate=max_learning_rate, f_min=f_min),
+                     optax.trace(decay=momentum))
+
+
+@register
+def decsps(c: float = 1.0, max_learning_rate: float = 10.0, f_min: float = 0.0):
+  from optaxplus import polyak  # pylint: disable=import-outside-toplevel
+  return polyak.decsps(c=c, max_learning_rate=max_learning_rate, f_min=f_min)
+
+
+@register
+def adasps(c: float = 1.0, f_min: float = 0.0):
+  from optaxplus import polyak  # pylint: disable=import-outside-toplevel
+  return polyak.adasps(c=c, f_min=f_min)
+
+
+@register
+def momsps(c: float = 1.0, max_learning_rate: float = 10.0, momentum: float = 0.9,
+           f_min: float = 0.0):
+  """MomSPS_max at the reference defaults."""
+  from optaxplus import polyak  # pylint: disable=import-outside-toplevel
+  return polyak.momsps(c=c, max_learning_rate=max_learning_rate, momentum=momentum,
+                       f_min=f_min)
+
+
+@register
+def momsps_smooth(c: float = 1.0, momentum: float = 0.9, tau: float = 2.0,
+                  init_step: float = 1.0, f_min: float = 0.0, batches_per_epoch: int = 1):
+  """MomSPS_smooth; ``batches_per_epoch`` comes from the data, not from the config."""
+  from optaxplus import polyak  # pylint: disable=import-outside-toplevel
+  return polyak.momsps_smooth(c=c, momentum=momentum, batches_per_epoch=batches_per_epoch,
+                              tau=tau, init_step=init_step, f_min=f_min)
+
+
+@register
+def momdecsps(c: float = 1.0, max_learning_rate: float = 10.0, momentum: float = 0.9,
+              f_min: float = 0.0):
+  from optaxplus import polyak  # pylint: disable=import-outside-toplevel
+  return polyak.momdecsps(c=c, max_learning_rate=max_learning_rate, momentum=momentum,
+                          f_min=f_min)
+
+
+@register
+def momadasps(c: float = 1.0, momentum: float = 0.9, f_min: float = 0.0):
+  from optaxplus import polyak  # pylint: disable=import-outside-toplevel
+  return polyak.momadasps(c=c, momentum=momentum, f_min=f_min)
+
+
+# --- optaxplus.explore --------------------------------------------------------------------
+@register
+def esgd(learning_rate: float = 0.1, momentum: float = 0.9, alpha: float = 0.5,
+         b1: float = 0.01):
+  """SGD-momentum on the E-rewritten gradient (small-batch defaults alpha=0.5, b1=0.01)."""
+  from optaxplus import explore  # pylint: disable=import-outside-toplevel
+  return explore.esgd(learning_rate, momentum, alpha, b1)
+
+
+@register
+def eadam(learning_rate: float = 1e-3, alpha: float = 0.5, b1: float = 0.01):
+  """Adam on the E-rewritten gradient (small-batch defaults alpha=0.5, b1=0.01)."""
+  from optaxplus import explore  # pylint: disable=import-outside-toplevel
+  return explore.eadam(learning_rate=learning_rate, alpha=alpha, b1=b1)
+
+
+@register
+def alto(learning_rate: float = 1e-2, alpha: float = -5.0, b1: float = 0.99, b2: float = 0.9,
+         b3: float = 0.99, eps: float = 1e-6, weight_decay: float = 1e-4):
+  """ALTO (E inside LAMB) at the reference factory defaults."""
+  from optaxplus import explore  # pylint: disable=import-outside-toplevel
+  return explore.alto(learning_rate, alpha=alpha, b1=b1, b2=b2, b3=b3, eps=eps,
+                      weight_decay=weight_decay)
+
+
+def _schedule(learning_rate: float, schedule: str, total_steps: int):
+  if schedule == "constant":
+    return learning_rate
+  if schedule == "cosine":
+    return optax.cosine_decay_schedule(learning_rate, max(total_steps, 1))
+  raise ValueError(f"unknown schedule {schedule!r}; valid: constant, cosine")
+
+
+def parse_lam(lam: str):
+  """The SAM ``lam`` config string: a float, or one of the schedules ``'1/t'``, ``'1-1/t'``."""
+  if lam in ("1/t", "1-1/t"):
+    return lam
+  try:
+    return float(lam)
+  except ValueError:
+    raise ValueError(f"bad sam.lam {lam!r}; valid: a number in [0, 1], '1/t' or '1-1/t'"
+                     ) from None
+
+
+def create_optimizer(optimizer_config, sam_config=None, *, batches_per_epoch: int = 1,
+                     total_steps: int = 1, schedule: str = "constant"
+                     ) -> optax.GradientTransformation:
+  """The optimizer of a config's ``optimizer`` block, wrapped in Unified SAM if enabled.
+
+  Args:
+    optimizer_config: ``name`` plus any of ``hyperparameters(name)``.
+    sam_config: optional block with ``enabled``, ``rho``, ``lam`` (string, see
+      ``parse_lam``), ``adaptive`` and ``every_k``.
+    batches_per_epoch: injected into optimizers that take it (``momsps_smooth``).
+    total_steps: length of the run, for the ``cosine`` schedule.
+    schedule: ``'constant'`` or ``'cosine'``, applied to ``learning_rate`` where there is one.
+
+  Raises:
+    ValueError: unknown optimizer, or a key the optimizer does not take (the message lists
+      the valid ones).
+  """
+  cfg = dict(optimizer_config)
+  name = cfg.pop("name")
+  fn = _lookup(name)
+  valid = hyperparameters(name)
+  unknown = sorted(set(cfg) - set(valid))
+  if unknown:
+    raise ValueError(f"optimizer {name!r} does not take {unknown}; "
+                     f"valid: {', '.join(sorted(valid))}")
+  if "learning_rate" in cfg:
+    cfg["learning_rate"] = _schedule(cfg["learning_rate"], schedule, total_steps)
+  params = inspect.signature(fn).parameters
+  if "batches_per_epoch" in params:
+    cfg["batches_per_epoch"] = batches_per_epoch
+  tx = fn(**cfg)
+  if sam_config is not None and sam_config.enabled:
+    from optaxplus import sam  # pylint: disable=import-outside-toplevel
+    tx = sam.unified_sam(tx, rho=sam_config.rho, lam=parse_lam(sam_config.lam),
+                         adaptive=sam_config.adaptive, every_k=sam_config.every_k)
+  return tx
