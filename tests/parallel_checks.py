@@ -1,0 +1,277 @@
+"""The 8-device checks behind tests/test_parallel.py, run in one subprocess.
+
+Run with ``XLA_FLAGS=--xla_force_host_platform_device_count=8`` (test_parallel.py does),
+so the device count of the main pytest process never changes and JAX is imported and the
+steps compiled once for all checks. Prints ``RESULTS <json>``: check name -> ``null``
+when it passed, else the traceback.
+"""
+
+import json
+import os
+import sys
+import tempfile
+import traceback
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from optaxplus import checkpoint, explore, parallel, polyak, sam, training  # noqa: E402
+from tests.references import sam as sam_reference  # noqa: E402
+
+DEVICES = 8
+STEPS = 10
+GLOBAL_BATCH = 32
+TOLERANCE = {'rtol': 1e-5, 'atol': 1e-5}
+CHECKS = {}
+
+
+def check(fn):
+  CHECKS[fn.__name__] = fn
+  return fn
+
+
+def mlp_loss(params, batch):
+  """½·mean Σ (MLP(x) − y)², tanh hidden layer: sam_reference.mlp_loss_and_grad in JAX."""
+  hidden = jnp.tanh(batch['x'] @ params['w1'] + params['b1'])
+  residual = hidden @ params['w2'] + params['b2'] - batch['y']
+  return 0.5 * jnp.mean(jnp.sum(residual ** 2, axis=1))
+
+
+def problem():
+  rng = np.random.default_rng(0)
+  params = sam_reference.mlp_init(rng, (4, 8, 2))
+  xs = rng.normal(size=(STEPS, GLOBAL_BATCH, 4))
+  ys = np.stack([np.sin(x[:, :2]) + 0.1 * x[:, 2:] for x in xs])
+  batches = [{'x': jnp.asarray(x, jnp.float32), 'y': jnp.asarray(y, jnp.float32)}
+             for x, y in zip(xs, ys)]
+  return {k: jnp.asarray(v, jnp.float32) for k, v in params.items()}, batches
+
+
+# Set by main(): importing this module (pytest collects it for doctests) touches no device.
+PARAMS = BATCHES = MESH = None
+OPTIMIZERS = {
+    'momsps': polyak.momsps,
+    'unified_sam_global': lambda: sam.unified_sam(optax.sgd(0.05, momentum=0.9), rho=0.05),
+    'alto': lambda: explore.alto(1e-2),
+    'optax_adam': lambda: optax.adam(1e-2),
+}
+
+
+def new_state(tx, params=None):
+  params = PARAMS if params is None else params
+  return training.TrainState.create(apply_fn=None, params=params, tx=tx)
+
+
+def run_single(tx, steps=STEPS, **options):
+  step = jax.jit(training.make_train_step(mlp_loss, **options))
+  state, losses = new_state(tx), []
+  for batch in BATCHES[:steps]:
+    state, metrics = step(state, batch)
+    losses.append(metrics['loss'])
+  return state, np.array(losses)
+
+
+def run_mesh(tx, step, steps=STEPS):
+  state, losses = new_state(tx), []
+  for batch in BATCHES[:steps]:
+    state, metrics = step(state, batch)
+    losses.append(metrics['loss'])
+  return state, np.array(losses)
+
+
+def run_pmap(tx, steps=STEPS, **options):
+  step = jax.pmap(training.make_train_step(mlp_loss, axis_name='data', **options),
+                  axis_name='data')
+  state = jax.tree.map(lambda x: jnp.broadcast_to(x, (DEVICES,) + jnp.shape(x)),
+                       new_state(tx))
+  losses = []
+  for batch in BATCHES[:steps]:
+    state, metrics = step(state, jax.tree.map(
+        lambda x: x.reshape((DEVICES, -1) + x.shape[1:]), batch))
+    losses.append(metrics['loss'][0])
+  # Every device holds the same state: check, then keep one copy.
+  for path, leaf in jax.tree_util.tree_leaves_with_path(state):
+    np.testing.assert_array_equal(leaf, jnp.broadcast_to(leaf[0], leaf.shape),
+                                  err_msg=f'devices disagree on {jax.tree_util.keystr(path)}')
+  return jax.tree.map(lambda x: x[0], state), np.array(losses)
+
+
+def assert_close(actual, expected, **tolerance):
+  tolerance = tolerance or TOLERANCE
+  for a, e in zip(jax.tree.leaves(actual), jax.tree.leaves(expected), strict=True):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(e), **tolerance)
+
+
+def make_equivalence_check(name, make_tx):
+  def equivalence():
+    single_state, single_losses = run_single(make_tx())
+    runs = {
+        'jit': run_mesh(make_tx(), parallel.data_parallel(
+            training.make_train_step(mlp_loss), MESH)),
+        'shard_map': run_mesh(make_tx(), parallel.data_parallel(
+            training.make_train_step(mlp_loss, axis_name='data'), MESH)),
+        'pmap': run_pmap(make_tx()),
+    }
+    for how, (state, losses) in runs.items():
+      try:
+        assert_close(losses, single_losses)
+        assert_close(state.params, single_state.params)
+        assert_close(state.opt_state, single_state.opt_state)
+      except AssertionError as error:
+        raise AssertionError(f'{how} differs from one device: {error}') from None
+  equivalence.__name__ = f'equivalence_{name}'
+  return equivalence
+
+
+for _name, _make_tx in OPTIMIZERS.items():
+  check(make_equivalence_check(_name, _make_tx))
+
+
+def per_device_sam_tx():
+  return sam.unified_sam(polyak.momsps(), rho=0.05, axis_name='data')
+
+
+@check
+def per_device_sam_matches_per_shard_reference():
+  steps = 5
+
+  def grad_fn(params, step, shard):
+    rows = slice(shard * GLOBAL_BATCH // DEVICES, (shard + 1) * GLOBAL_BATCH // DEVICES)
+    batch = BATCHES[step]
+    return sam_reference.mlp_loss_and_grad(params, np.asarray(batch['x'][rows], np.float64),
+                                           np.asarray(batch['y'][rows], np.float64))
+
+  expected = sam_reference.run(
+      {k: np.asarray(v) for k, v in PARAMS.items()}, grad_fn,
+      sam_reference.MomSPSMax(c=1.0, max_learning_rate=10.0, momentum=0.9), steps,
+      rho=0.05, lam=1.0, shards=DEVICES)
+  shard_map_step = parallel.data_parallel(
+      training.make_train_step(mlp_loss, axis_name='data', local_gradients=True), MESH)
+  shard_map_state, _ = run_mesh(per_device_sam_tx(), shard_map_step, steps)
+  pmap_state, _ = run_pmap(per_device_sam_tx(), steps, local_gradients=True)
+  for state in (shard_map_state, pmap_state):
+    assert_close(state.params, expected, rtol=1e-4, atol=1e-6)
+  # And it is not the global perturbation (which would make this check vacuous).
+  global_state, _ = run_single(sam.unified_sam(polyak.momsps(), rho=0.05), steps)
+  difference = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(
+      jax.tree.leaves(global_state.params), jax.tree.leaves(shard_map_state.params)))
+  assert difference > 1e-4, difference
+
+
+@check
+def accumulation_under_data_parallel():
+  tx = polyak.momsps
+  single_state, single_losses = run_single(tx(), steps=4, accumulation_steps=2)
+  for options in ({}, {'axis_name': 'data'}):
+    step = parallel.data_parallel(
+        training.make_train_step(mlp_loss, accumulation_steps=2, **options), MESH)
+    state, losses = run_mesh(tx(), step, steps=4)
+    assert_close(losses, single_losses)
+    assert_close(state.params, single_state.params)
+
+
+def tensor_parallel_loss(params, batch):
+  """mlp_loss with the hidden layer split over 'model' (explicit sharding needs the reshard)."""
+  hidden = jnp.tanh(batch['x'] @ params['w1'] + params['b1'])
+  hidden = jax.sharding.reshard(hidden, P('data', None))
+  residual = hidden @ params['w2'] + params['b2'] - batch['y']
+  return 0.5 * jnp.mean(jnp.sum(residual ** 2, axis=1))
+
+
+@check
+def sharding_is_stable_across_updates_under_an_explicit_mesh():
+  mesh = jax.make_mesh((4, 2), ('data', 'model'), axis_types=(AxisType.Explicit,) * 2)
+  with jax.set_mesh(mesh):
+    for make_tx in (polyak.momsps, OPTIMIZERS['unified_sam_global'], OPTIMIZERS['alto']):
+      params = dict(PARAMS, w1=jax.device_put(PARAMS['w1'], P(None, 'model')),
+                    b1=jax.device_put(PARAMS['b1'], P('model')))
+      state = new_state(make_tx(), params)
+      step = parallel.data_parallel(training.make_train_step(tensor_parallel_loss), mesh)
+      state, _ = step(state, BATCHES[0])
+      before = jax.tree.map(lambda x: jax.typeof(x).sharding.spec, state)
+      for batch in BATCHES[1:4]:
+        state, metrics = step(state, batch)
+      after = jax.tree.map(lambda x: jax.typeof(x).sharding.spec, state)
+      assert before == after, (before, after)
+      assert state.params['w1'].sharding.spec == P(None, 'model'), state.params['w1'].sharding
+      assert state.params['w2'].sharding.spec == P(), state.params['w2'].sharding
+      assert metrics['loss'].sharding.is_fully_replicated
+      assert all(bool(jnp.isfinite(x).all()) for x in jax.tree.leaves(state.params))
+
+
+def expect_error(fn, match):
+  try:
+    fn()
+  except ValueError as error:
+    assert match in str(error), f'{match!r} not in {error}'
+  else:
+    raise AssertionError(f'no ValueError matching {match!r}')
+
+
+@check
+def clear_errors_before_compilation():
+  compiled = []
+
+  def loss(params, batch):
+    compiled.append(1)
+    return mlp_loss(params, batch)
+
+  state = new_state(polyak.momsps())
+  step = parallel.data_parallel(training.make_train_step(loss), MESH)
+  uneven = jax.tree.map(lambda x: x[:12], BATCHES[0])
+  expect_error(lambda: step(state, uneven), 'divisible by the 8 devices')
+  expect_error(lambda: parallel.data_parallel(
+      training.make_train_step(loss), jax.make_mesh((DEVICES,), ('batch',))), "no axis 'data'")
+  expect_error(lambda: parallel.data_parallel(
+      training.make_train_step(loss, axis_name='batch'), MESH), "axis 'batch'")
+  small_mesh = jax.sharding.Mesh(np.array(jax.devices()[:4]), ('data',))
+  elsewhere = jax.device_put(state, jax.devices()[7])
+  expect_error(lambda: parallel.data_parallel(training.make_train_step(loss), small_mesh)(
+      elsewhere, BATCHES[0]), 'outside the mesh')
+  per_example = lambda params, batch: jnp.sum((batch['x'] @ params['w1']) ** 2, axis=1)
+  expect_error(lambda: parallel.data_parallel(
+      training.make_train_step(per_example), MESH)(state, BATCHES[0]), 'scalar loss')
+  assert not compiled, 'the loss was traced before the error'
+
+
+@check
+def checkpoint_restores_onto_the_mesh_and_continues_bit_identically():
+  step = parallel.data_parallel(training.make_train_step(mlp_loss), MESH)
+  straight, _ = run_mesh(OPTIMIZERS['alto'](), step)
+  state = new_state(OPTIMIZERS['alto']())
+  for batch in BATCHES[:5]:
+    state, _ = step(state, batch)
+  directory = tempfile.mkdtemp()
+  checkpoint.save_checkpoint(directory, state)
+  template = jax.device_put(new_state(OPTIMIZERS['alto']()),
+                            NamedSharding(MESH, P()))
+  state = checkpoint.restore_checkpoint(directory, template)
+  assert state.params['w1'].sharding == NamedSharding(MESH, P())
+  for batch in BATCHES[5:]:
+    state, _ = step(state, batch)
+  for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(straight), strict=True):
+    np.testing.assert_array_equal(a, b)
+
+
+def main():
+  global PARAMS, BATCHES, MESH
+  assert jax.device_count() == DEVICES, jax.devices()
+  PARAMS, BATCHES = problem()
+  MESH = jax.make_mesh((DEVICES,), ('data',), axis_types=(AxisType.Auto,))
+  results = {}
+  for name, fn in CHECKS.items():
+    try:
+      fn()
+      results[name] = None
+    except Exception:  # noqa: BLE001 -- reported to the test, which fails on it
+      results[name] = traceback.format_exc()
+  print('RESULTS ' + json.dumps(results))
+
+
+if __name__ == '__main__':
+  main()
