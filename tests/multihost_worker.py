@@ -1,0 +1,82 @@
+"""One process of the 2-process data-parallel test in test_multihost.py.
+
+``python multihost_worker.py <process_id> <port> <output.npz>``, with 2 CPU devices per
+process (``XLA_FLAGS``): joins the run through ``jax.distributed.initialize`` on loopback
+with gloo CPU collectives, trains on its half of each global batch with the ``jit`` and
+the ``shard_map`` paths of ``data_parallel``, and saves the final parameters and losses.
+"""
+
+import os
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+# Run as a script, the repository root is not on the path.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from optaxplus import parallel, polyak, sam, training  # noqa: E402
+
+STEPS = 5
+GLOBAL_BATCH = 16
+OPTIMIZERS = ('momsps', 'unified_sam')
+
+
+def problem():
+  """Initial parameters and STEPS global batches of a small regression (NumPy, float32)."""
+  rng = np.random.default_rng(0)
+  params = {'w1': rng.normal(size=(3, 8)) / np.sqrt(3), 'b1': np.zeros(8),
+            'w2': rng.normal(size=(8, 1)) / np.sqrt(8), 'b2': np.zeros(1)}
+  x = rng.normal(size=(STEPS, GLOBAL_BATCH, 3))
+  batches = [{'x': xi, 'y': np.sin(xi.sum(axis=1, keepdims=True))} for xi in x]
+  as32 = lambda tree: {k: np.asarray(v, np.float32) for k, v in tree.items()}
+  return as32(params), [as32(b) for b in batches]
+
+
+def make_optimizer(name):
+  if name == 'momsps':
+    return polyak.momsps()
+  return sam.unified_sam(optax.sgd(0.05, momentum=0.9), rho=0.05)
+
+
+def loss_fn(params, batch):
+  hidden = jnp.tanh(batch['x'] @ params['w1'] + params['b1'])
+  return jnp.mean((hidden @ params['w2'] + params['b2'] - batch['y']) ** 2)
+
+
+def train(step, name, params, batches, rows):
+  state = training.TrainState.create(apply_fn=None, params=params, tx=make_optimizer(name))
+  losses = []
+  for batch in batches:
+    state, metrics = step(state, {k: v[rows] for k, v in batch.items()})
+    losses.append(float(metrics['loss']))
+  return state, losses
+
+
+def main():
+  process_id, port, output = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+  jax.config.update('jax_cpu_collectives_implementation', 'gloo')
+  jax.distributed.initialize(coordinator_address=f'127.0.0.1:{port}', num_processes=2,
+                             process_id=process_id, initialization_timeout=60)
+  assert jax.process_count() == 2 and jax.device_count() == 4, jax.devices()
+  mesh = jax.make_mesh((jax.device_count(),), ('data',))
+  half = GLOBAL_BATCH // 2
+  rows = slice(process_id * half, (process_id + 1) * half)
+  params, batches = problem()
+  results = {}
+  for name in OPTIMIZERS:
+    for how, axis_name in (('jit', None), ('shard_map', 'data')):
+      step = parallel.data_parallel(training.make_train_step(loss_fn, axis_name=axis_name),
+                                    mesh)
+      state, losses = train(step, name, params, batches, rows)
+      results[f'{name}/{how}/losses'] = np.array(losses)
+      for key, value in state.params.items():
+        results[f'{name}/{how}/{key}'] = np.asarray(value)
+  np.savez(output, **results)
+  jax.distributed.shutdown()
+
+
+if __name__ == '__main__':
+  main()
