@@ -86,8 +86,10 @@ def _ascent_vector(grads, params, rho, lam, adaptive, eta, eps):
   norm = optax.tree.norm(scaled)
   coefficient = rho * (1.0 - lam + lam / (norm + eps))
   # A non-finite gradient (or one whose float32 norm overflows) gives e = 0, so the
-  # second pass runs at params and never at a NaN point.
-  finite = jnp.isfinite(norm)
+  # second pass runs at params and never at a NaN point. The coefficient is checked too:
+  # an ε that underflowed (float16 hyperparameters under inject_hyperparams) makes it
+  # inf for a zero gradient, whose perturbation is 0.
+  finite = jnp.isfinite(norm) & jnp.isfinite(coefficient)
 
   def leaf(t, g, scaled_g):
     return jnp.where(finite, coefficient * t * scaled_g, 0.0).astype(g.dtype)

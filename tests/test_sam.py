@@ -298,6 +298,17 @@ def test_zero_gradient_gives_zero_perturbation(lam, adaptive):
   chex.assert_trees_all_equal(updates, zeros)
 
 
+def test_zero_gradient_with_float16_hyperparameters_gives_zero_perturbation():
+  # inject_hyperparams casts ε = 1e-12 to the params' float16, where it is 0.
+  params = {'w': jnp.ones((2, 2), jnp.float16)}
+  zeros = jax.tree.map(jnp.zeros_like, params)
+  tx = optax.inject_hyperparams(sam.sam_perturbation)(rho=0.1, lam=0.5)
+  state = tx.init(params)
+  assert state.hyperparams['eps'] == 0
+  e, _ = tx.update(zeros, state, params)
+  chex.assert_trees_all_equal(e, zeros)
+
+
 def test_nan_gradient_gives_zero_perturbation_and_the_base_gets_grad_fn_at_params():
   params = nested(FLAT_PARAMS)
   nan_grads = jax.tree.map(lambda p: jnp.full_like(p, jnp.nan), params)
@@ -331,6 +342,9 @@ def test_state_adds_one_scalar_to_the_base_state():
   assert extra == 1
   chex.assert_trees_all_equal(state.base_state, base.init(params))
   assert optax.tree.size(sam.sam_perturbation(0.1).init(params)) == 1
+  # optax.contrib.sam (transparent mode) keeps a full copy of the params (METHODS.md §5).
+  contrib = optax.contrib.sam(base, optax.sgd(0.1))
+  assert optax.tree.size(contrib.init(params)) >= 2 * optax.tree.size(params)
 
 
 def test_empty_subtree_passes_through():
