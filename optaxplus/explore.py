@@ -137,10 +137,17 @@ def explore(
   def init_fn(params: optax.Params) -> ExploreState:
     return ExploreState(mu=optax.tree.zeros_like(params))
 
-  def explored(g: jax.Array, m: jax.Array) -> jax.Array:
+  # Since g - m_k = b1 (g - m_{k-1}), also ĝ = g + (alpha (1 - b1) / b1)(g - m_k).
+  # Reading the new average lets XLA overwrite m in place: when the consumers of ĝ
+  # read m_{k-1}, XLA first copies m (one param-sized copy per step, 3x slower
+  # E + SGD on CPU). Dividing by b1 amplifies m's rounding by 1/b1, so this form
+  # is used for b1 >= 0.5 only, which includes the large-batch preset.
+  reads_new_average = isinstance(b1, numbers.Real) and b1 >= 0.5
+
+  def explored(g: jax.Array, m: jax.Array, coefficient) -> jax.Array:
     dtype = _compute_dtype(g, m)
-    g_c, m_c = g.astype(dtype), m.astype(dtype)
-    g_hat = g_c + alpha * (1 - b1) * (g_c - m_c)
+    g_c = g.astype(dtype)
+    g_hat = g_c + coefficient * (g_c - m.astype(dtype))
     return jnp.where(jnp.isfinite(g_c), g_hat, 0).astype(g.dtype)
 
   def averaged(g: jax.Array, m: jax.Array) -> jax.Array:
@@ -151,8 +158,14 @@ def explore(
 
   def update_fn(updates, state, params=None, **extra_args):
     del params, extra_args
-    new_updates = jax.tree.map(explored, updates, state.mu)
-    return new_updates, ExploreState(mu=jax.tree.map(averaged, updates, state.mu))
+    mu = jax.tree.map(averaged, updates, state.mu)
+    if reads_new_average:
+      coefficient, average = alpha * (1 - b1) / b1, mu
+    else:
+      coefficient, average = alpha * (1 - b1), state.mu
+    new_updates = jax.tree.map(
+        lambda g, m: explored(g, m, coefficient), updates, average)
+    return new_updates, ExploreState(mu=mu)
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 

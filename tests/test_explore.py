@@ -252,18 +252,14 @@ def test_bfloat16_params():
 
 
 def test_bfloat16_norms_are_float32():
-  """Many small bfloat16 entries: a bfloat16 sum of squares would be off by ~1e-2."""
-  rng = np.random.default_rng(3)
-  g = {f"leaf_{i}": jnp.asarray(rng.uniform(0.5, 1.5, size=4096), jnp.bfloat16)
-       for i in range(4)}
-  exact = np.sqrt(sum(np.sum(np.asarray(v, np.float64) ** 2) for v in g.values()))
+  """600 bfloat16 leaves of 1: a bfloat16 running sum of squares stalls at 256."""
+  g = {f"leaf_{i}": jnp.ones((), jnp.bfloat16) for i in range(600)}
   clipped, _ = clip_by_global_norm(1.0).update(g, ())
-  scale = np.float64(clipped["leaf_0"][0]) / np.float64(g["leaf_0"][0])
-  np.testing.assert_allclose(scale, 1.0 / exact, rtol=8e-3)
+  np.testing.assert_allclose(np.float64(clipped["leaf_0"]), 1 / np.sqrt(600), rtol=4e-3)
+  # The trust ratio of a bfloat16 tensor: ‖w‖/‖u‖ = 0.37 exactly in real arithmetic.
   w = {"w": jnp.full((64, 64), 0.37, jnp.bfloat16)}
   u = {"w": jnp.full((64, 64), 1.0, jnp.bfloat16)}
   scaled, _ = scale_by_trust_ratio().update(u, (), w)
-  # ratio = ‖w‖/‖u‖ = 0.37 exactly in real arithmetic; bfloat16 rounds 0.37 once.
   np.testing.assert_allclose(np.float64(scaled["w"][0, 0]), np.float64(w["w"][0, 0]),
                              rtol=4e-3)
 
