@@ -9,7 +9,10 @@ import optax
 import pytest
 from flax import nnx
 
+from optaxplus import checkpoint
+from optaxplus import explore
 from optaxplus import polyak
+from optaxplus import sam
 from optaxplus import training
 
 
@@ -253,3 +256,66 @@ def test_nnx_grad_fn_gradient_at_perturbed_params_one_pass_of_statistics():
   moved = jax.tree.map(lambda a, b: a - b, nnx.as_pure(nnx.state(model, nnx.Param)),
                        params_before)
   chex.assert_trees_all_close(moved, expected, rtol=1e-5, atol=1e-7)
+
+
+EVERY_OPTIMIZER = {
+    'sps': lambda: polyak.sps(),
+    'momsps': lambda: polyak.momsps(),
+    'momsps_smooth': lambda: polyak.momsps_smooth(batches_per_epoch=10),
+    'momdecsps': lambda: polyak.momdecsps(),
+    'momadasps': lambda: polyak.momadasps(),
+    'decsps': lambda: polyak.decsps(),
+    'adasps': lambda: polyak.adasps(),
+    'sam': lambda: sam.sam(optax.sgd(0.05, momentum=0.9)),
+    'usam': lambda: sam.usam(optax.sgd(0.05, momentum=0.9)),
+    'asam': lambda: sam.asam(optax.sgd(0.05, momentum=0.9)),
+    'unified_sam_momsps': lambda: sam.unified_sam(polyak.momsps(), rho=0.05, lam='1-1/t'),
+    'esgd': lambda: explore.esgd(0.05, momentum=0.9),
+    'eadam': lambda: explore.eadam(1e-2),
+    'eadamw': lambda: explore.eadamw(1e-2),
+    'alto': lambda: explore.alto(1e-2),
+}
+
+
+@pytest.mark.parametrize('name', list(EVERY_OPTIMIZER))
+def test_linen_cnn_trains_and_checkpoints_with_every_optaxplus_optimizer(name, tmp_path):
+  state, batch, loss_fn = _cnn_problem(EVERY_OPTIMIZER[name]())
+  train_step = jax.jit(training.make_train_step(loss_fn, has_aux=True, has_state=True))
+  template, first_loss = state, None
+  for i in range(4):
+    if i == 2:
+      checkpoint.save_checkpoint(tmp_path, state)
+      middle = state
+    state, metrics = train_step(state, batch)
+    first_loss = metrics['loss'] if first_loss is None else first_loss
+  chex.assert_tree_all_finite(state)
+  assert float(metrics['loss']) < float(first_loss)
+  assert not np.allclose(state.model_state['batch_stats']['BatchNorm_0']['mean'],
+                         template.model_state['batch_stats']['BatchNorm_0']['mean'])
+  # Every optimizer state restores and training continues bit-identically.
+  restored = checkpoint.restore_checkpoint(tmp_path, template)
+  chex.assert_trees_all_equal(restored, jax.tree.map(jnp.asarray, middle))
+  chex.assert_trees_all_equal_structs(restored, jax.tree.map(jnp.asarray, middle))
+  for _ in range(2):
+    restored, _ = train_step(restored, batch)
+  chex.assert_trees_all_equal(restored, state)
+
+
+@pytest.mark.parametrize('name', list(EVERY_OPTIMIZER))
+def test_nnx_model_with_batchnorm_trains_with_every_optaxplus_optimizer(name):
+  model = NNXNet(nnx.Rngs(0))
+  optimizer = nnx.Optimizer(model, EVERY_OPTIMIZER[name](), wrt=nnx.Param)
+  x = jax.random.normal(jax.random.key(2), (16, 3))
+  y = jnp.sin(jnp.sum(x, axis=1, keepdims=True))
+  loss_fn = lambda model, x, y: jnp.mean((model(x) - y) ** 2)
+
+  @nnx.jit
+  def train_step(model, optimizer, x, y):
+    loss, grads = nnx.value_and_grad(loss_fn)(model, x, y)
+    optimizer.update(model, grads, value=loss,
+                     grad_fn=training.nnx_grad_fn(loss_fn, model, x, y))
+    return loss
+
+  losses = [float(train_step(model, optimizer, x, y)) for _ in range(4)]
+  assert all(np.isfinite(losses)) and losses[-1] < losses[0], losses
+  assert int(optimizer.step[...]) == 4
