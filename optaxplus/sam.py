@@ -17,7 +17,7 @@ Two building blocks:
 
 from collections.abc import Callable
 import numbers
-from typing import Any, NamedTuple, Optional, Union
+from typing import NamedTuple, Optional, Union
 
 import jax
 import jax.numpy as jnp
@@ -277,9 +277,9 @@ def unified_sam(
     by default) the gradient with respect to replicated params is already summed over
     the axis: take the local one at ``jax.lax.pcast(params, axis_name, to='varying')``
     (a ``ValueError`` says so otherwise), or use ``check_vma=False``. Extra args are not
-    averaged: pass values equal on all devices (e.g. a ``pmean``-ed ``value``). With ``axis_name=None`` there
-    are no collectives; under ``jit`` with sharded inputs (global view) the perturbation
-    is global, ``m`` = the global batch.
+    averaged: pass values equal on all devices (e.g. a ``pmean``-ed ``value``). With
+    ``axis_name=None`` there are no collectives; under ``jit`` with sharded inputs
+    (global view) the perturbation is global, ``m`` = the global batch.
 
   A non-finite gradient gives ``e = 0``: the second pass runs at ``params`` and the base
   receives ``grad_fn(params)``, the gradient it would have had without SAM. To skip steps

@@ -121,7 +121,7 @@ def test_reference_runs_are_distinguishable():
 @pytest.mark.parametrize('adaptive', [False, True])
 def test_rho_zero_is_the_base_optimizer_exactly(base, adaptive):
   params, state = train(sam.unified_sam(base, rho=0.0, lam=0.5, adaptive=adaptive))
-  expected_params, expected_state = train(base, params=None)
+  expected_params, expected_state = train(base)
   chex.assert_trees_all_equal(params, expected_params)
   chex.assert_trees_all_equal(state.base_state, expected_state)
 
@@ -348,7 +348,7 @@ def test_state_adds_one_scalar_to_the_base_state():
 
 
 def test_empty_subtree_passes_through():
-  params, state = train(sam.asam(optax.adam(1e-2)), steps=2)
+  params, _ = train(sam.asam(optax.adam(1e-2)), steps=2)
   assert params['frozen'] == {}
   chex.assert_tree_all_finite(params)
 
