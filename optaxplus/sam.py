@@ -76,8 +76,8 @@ def _ascent_vector(grads, params, rho, lam, adaptive, eta, eps):
   # Norms in float32 or wider, also for bf16/fp16 leaves (METHODS.md, notation).
   wide = lambda x: x.astype(jnp.promote_types(x.dtype, jnp.float32))
   if adaptive:
-    # ASAM (Kwon et al. 2021): T = |w| + η on weight tensors, T = I on biases and
-    # other vectors/scalars (norm scales), as in the ASAM reference code.
+    # ASAM (Kwon et al. 2021): T = |w| + η on weight tensors, T = I on biases. The ASAM
+    # code also scales PyTorch's norm scales (named "weight"); by ndim they are not.
     weight_scale = lambda w: jnp.abs(wide(w)) + eta if jnp.ndim(w) >= 2 else jnp.float32(1)
     scaling = jax.tree.map(weight_scale, params)
   else:
@@ -114,8 +114,9 @@ def sam_perturbation(
   with one global L2 norm over the tree, computed in float32 or wider. ``T = I`` by
   default; with ``adaptive=True`` (ASAM), ``T = |w| + \eta`` elementwise on every leaf of
   ``params`` with ``ndim >= 2`` (weight matrices, kernels) and ``T = I`` on the others
-  (biases, norm scales). ``λ = 1`` gives SAM ``ρ g/‖g‖`` (ASAM ``ρ T²g/‖Tg‖``), ``λ = 0``
-  gives USAM ``ρ g`` (adaptive: ``ρ T²g``), ``ρ = 0`` gives ``e = 0``.
+  (biases, and also norm scales, which the ASAM code scales as PyTorch "weight"s). ``λ = 1``
+  gives SAM ``ρ g/‖g‖`` (ASAM ``ρ T²g/‖Tg‖``), ``λ = 0`` gives USAM ``ρ g`` (adaptive:
+  ``ρ T²g``, our λ-unified choice), ``ρ = 0`` gives ``e = 0``.
 
   A zero gradient gives ``e = 0``; a gradient whose norm is not finite (NaN, inf, or a
   float32 overflow) also gives ``e = 0``. Leaves keep their dtype.
