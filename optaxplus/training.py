@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -22,7 +22,8 @@ import optax
 from flax import nnx
 from flax.training import train_state
 
-__all__ = ['TrainState', 'make_train_step', 'nnx_grad_fn']
+__all__ = ['MultiStepsValueState', 'TrainState', 'make_train_step', 'multi_steps',
+           'nnx_grad_fn']
 
 
 class TrainState(train_state.TrainState):
@@ -261,6 +262,75 @@ def make_train_step(loss_fn: Callable[..., Any], *, has_aux: bool = False,
 
   train_step.axis_name = axis_name
   return train_step
+
+
+class MultiStepsValueState(NamedTuple):
+  """State of :func:`multi_steps`: ``optax.MultiSteps``'s state and the running mean loss."""
+
+  multi_steps: optax.MultiStepsState
+  value_mean: jax.Array  # shape=(), dtype=float32; mean `value` of this cycle's micro-steps.
+
+
+def multi_steps(optimizer: optax.GradientTransformation, every_k_schedule: Any,
+                **kwargs) -> optax.GradientTransformationExtraArgs:
+  """``optax.MultiSteps`` that hands the optimizer the MEAN ``value`` of the micro-steps.
+
+  ``optax.MultiSteps`` averages the gradients of ``k`` calls but passes the optimizer only
+  the last call's ``value``, so a Polyak step divides one micro-batch's loss by the norm
+  of the averaged gradient. This wrapper keeps the running mean of ``value`` (same
+  weights as the gradient mean, skipped calls excluded) and passes that instead; on the
+  ``k``-th call it is the mean loss of the micro-batches the gradient averages.
+  Accumulating inside one step with ``make_train_step(..., accumulation_steps=k)`` does
+  the same without this state; prefer it for SAM, since ``MultiSteps`` runs the inner
+  update (and so ``grad_fn``) on every micro-step and SAM would perturb with a partial
+  gradient on the last micro-batch only.
+
+  Args:
+    optimizer: the optimizer to apply every ``k`` calls.
+    every_k_schedule: ``k``, an int or a schedule of the number of optimizer steps.
+    **kwargs: further arguments of ``optax.MultiSteps`` (``use_grad_mean`` must stay
+      ``True``, the default, for the value mean to match the gradient).
+
+  Returns:
+    An ``optax.GradientTransformationExtraArgs`` with state :class:`MultiStepsValueState`.
+
+  Examples:
+    >>> import jax, jax.numpy as jnp, optax
+    >>> from optaxplus.polyak import sps
+    >>> tx = multi_steps(sps(c=1.0, max_learning_rate=10.0), every_k_schedule=2)
+    >>> params = {'w': jnp.zeros(2)}
+    >>> state = tx.init(params)
+    >>> loss = lambda p, y: jnp.mean((p['w'] - y) ** 2)
+    >>> for y in (jnp.ones(2), 3 * jnp.ones(2)):  # the two micro-batches
+    ...   value, grads = jax.value_and_grad(loss)(params, y)
+    ...   updates, state = tx.update(grads, state, params, value=value)
+    ...   params = optax.apply_updates(params, updates)
+    >>> params['w']  # SPS step 5 / ‖(-2, -2)‖² = 0.625; optax.MultiSteps: 9 / 8
+    Array([1.25, 1.25], dtype=float32)
+  """
+  if not kwargs.get('use_grad_mean', True):
+    raise ValueError('multi_steps needs use_grad_mean=True: value is averaged, not summed.')
+  inner = optax.MultiSteps(optax.with_extra_args_support(optimizer), every_k_schedule,
+                           **kwargs)
+
+  def init_fn(params):
+    return MultiStepsValueState(multi_steps=inner.init(params),
+                                value_mean=jnp.zeros((), jnp.float32))
+
+  def update_fn(updates, state, params=None, **extra_args):
+    before = state.multi_steps
+    value_mean = state.value_mean
+    if 'value' in extra_args:
+      value = jnp.asarray(extra_args['value'], jnp.float32)
+      value_mean = value_mean + (value - value_mean) / (before.mini_step + 1)
+      extra_args['value'] = value_mean
+    updates, after = inner.update(updates, before, params, **extra_args)
+    emitted = after.gradient_step != before.gradient_step
+    skipped = (after.mini_step == before.mini_step) & ~emitted
+    value_mean = jnp.where(emitted, 0.0, jnp.where(skipped, state.value_mean, value_mean))
+    return updates, MultiStepsValueState(multi_steps=after, value_mean=value_mean)
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
 def nnx_grad_fn(loss_fn: Callable[..., Any], model: nnx.Module, *args,

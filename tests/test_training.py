@@ -176,6 +176,26 @@ def test_accumulation_keeps_value_consistent_with_the_gradient():
                          full(state, batch)[0].params['w'], rtol=1e-3)
 
 
+def test_multi_steps_passes_the_mean_value_of_its_micro_steps():
+  state, batch, loss_fn = _linear_problem(polyak.momsps())
+  full, _ = jax.jit(training.make_train_step(loss_fn))(state, batch)
+  tx = training.multi_steps(polyak.momsps(), every_k_schedule=4,
+                            should_skip_update_fn=optax.skip_not_finite)
+  state = training.TrainState.create(apply_fn=None, params=state.params, tx=tx)
+  step = jax.jit(training.make_train_step(loss_fn))
+  micro = [jax.tree.map(lambda x: x[i::4], batch) for i in range(4)]
+  nan_batch = jax.tree.map(lambda x: jnp.full_like(x, jnp.nan), micro[0])
+  # A skipped (non-finite) call in the middle changes neither the gradient nor the value.
+  for b in micro[:2] + [nan_batch] + micro[2:]:
+    state, _ = step(state, b)
+  chex.assert_trees_all_close(state.params, full.params, rtol=1e-5)
+  chex.assert_trees_all_close(state.opt_state.multi_steps.inner_opt_state,
+                              full.opt_state, rtol=1e-5)
+  assert float(state.opt_state.value_mean) == 0.0
+  with pytest.raises(ValueError, match='use_grad_mean'):
+    training.multi_steps(optax.sgd(0.1), 2, use_grad_mean=False)
+
+
 def test_accumulation_grad_fn_and_batchnorm():
   delta = 0.01
   state, batch, loss_fn = _cnn_problem(_probe_sam(delta))
