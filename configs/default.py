@@ -61,10 +61,12 @@ def get_config(optimizer: str = ""):
   # The default suite (experiments.sweep). Arms: `label`, an `optimizer` block (name and
   # the keys that differ from its defaults), optional `sam` keys, `overrides` (dotted key
   # -> value) and `grid` ((dotted key, values) pairs, Cartesian product).
-  config.sweep = ml_collections.ConfigDict(dict(
+  config.sweep = sweep_block(
       name="default",
-      seeds=(0, 1, 2),
-      metric="test_accuracy",  # what `best` means in the report
+      untuned=("momsps (defaults)",),
+      reference="sgd-momentum",
+      description="MomSPS at its defaults against two learning rates of SGD-momentum "
+                  "and of Adam.",
       arms=[
           dict(label="momsps (defaults)", optimizer=dict(name="momsps")),
           dict(label="sgd-momentum", optimizer=dict(name="sgd", momentum=0.9),
@@ -72,5 +74,25 @@ def get_config(optimizer: str = ""):
           dict(label="adam", optimizer=dict(name="adam"),
                grid=(("optimizer.learning_rate", (1e-3, 1e-2)),)),
       ],
-  ))
+  )
   return config
+
+
+def sweep_block(**kwargs) -> ml_collections.ConfigDict:
+  """A `sweep` block with every key a suite may set or a command line may override."""
+  block = dict(
+      name="sweep",
+      seeds=(0, 1, 2),
+      metric="test_accuracy",  # what `best` means: 'test_accuracy' | 'test_perplexity'
+      reference="",  # arm whose best config the Δ column compares with
+      untuned=(),  # arms run at defaults, compared with the best tuned config
+      description="",
+      max_grid_points=0,  # >0: only the first values of every grid axis (smoke tests)
+      keep_checkpoints=False,  # keep each finished run's orbax checkpoints
+      arms=[],
+  )
+  unknown = set(kwargs) - set(block)
+  if unknown:
+    raise KeyError(f"unknown sweep keys {sorted(unknown)}; valid: {sorted(block)}")
+  block.update(kwargs)
+  return ml_collections.ConfigDict(block)

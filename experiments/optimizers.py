@@ -93,8 +93,10 @@ def adamw(learning_rate: float = 1e-3, b1: float = 0.9, b2: float = 0.999,
 
 @register
 def lamb(learning_rate: float = 1e-2, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-6,
-         weight_decay: float = 1e-4):
-  return optax.lamb(learning_rate, b1, b2, eps, weight_decay=weight_decay, mask=_decay_mask)
+         weight_decay: float = 1e-4, clip_norm: float = 1.0):
+  """``optax.lamb`` after global-norm clipping (as ALTO clips; ``clip_norm=0``: none)."""
+  tx = optax.lamb(learning_rate, b1, b2, eps, weight_decay=weight_decay, mask=_decay_mask)
+  return optax.chain(optax.clip_by_global_norm(clip_norm), tx) if clip_norm else tx
 
 
 @register
@@ -178,19 +180,22 @@ def esgd(learning_rate: float = 0.1, momentum: float = 0.9, alpha: float = 0.5,
 
 
 @register
-def eadam(learning_rate: float = 1e-3, alpha: float = 0.5, b1: float = 0.01):
-  """Adam on the E-rewritten gradient (small-batch defaults alpha=0.5, b1=0.01)."""
+def eadam(learning_rate: float = 1e-3, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
+          alpha: float = 0.5, explore_b1: float = 0.01):
+  """Adam on the E-rewritten gradient (small-batch E defaults alpha=0.5, explore_b1=0.01)."""
   from optaxplus import explore  # pylint: disable=import-outside-toplevel
-  return explore.eadam(learning_rate=learning_rate, alpha=alpha, b1=b1)
+  return explore.eadam(learning_rate, b1=b1, b2=b2, eps=eps, alpha=alpha,
+                       explore_b1=explore_b1)
 
 
 @register
 def alto(learning_rate: float = 1e-2, alpha: float = -5.0, b1: float = 0.99, b2: float = 0.9,
-         b3: float = 0.99, eps: float = 1e-6, weight_decay: float = 1e-4):
-  """ALTO (E inside LAMB) at the reference factory defaults."""
+         b3: float = 0.99, eps: float = 1e-6, weight_decay: float = 1e-4,
+         clip_norm: float = 1.0):
+  """ALTO (E inside LAMB) at the reference factory defaults (decay/trust ratio on ndim>=2)."""
   from optaxplus import explore  # pylint: disable=import-outside-toplevel
   return explore.alto(learning_rate, alpha=alpha, b1=b1, b2=b2, b3=b3, eps=eps,
-                      weight_decay=weight_decay)
+                      weight_decay=weight_decay, clip_norm=clip_norm)
 
 
 def _schedule(learning_rate: float, schedule: str, total_steps: int):
@@ -236,7 +241,8 @@ def create_optimizer(optimizer_config, sam_config=None, *, batches_per_epoch: in
   unknown = sorted(set(cfg) - set(valid))
   if unknown:
     raise ValueError(f"optimizer {name!r} does not take {unknown}; "
-                     f"valid: {', '.join(sorted(valid))}")
+                     f"valid: {', '.join(sorted(valid))} (to switch optimizer from the "
+                     f"command line use --config <config file>:{name})")
   if "learning_rate" in cfg:
     cfg["learning_rate"] = _schedule(cfg["learning_rate"], schedule, total_steps)
   params = inspect.signature(fn).parameters

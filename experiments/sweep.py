@@ -22,11 +22,11 @@ import sys
 import tempfile
 import time
 
-from absl import app, flags, logging
+from absl import app, logging
 import jax
 import ml_collections
-from ml_collections import config_flags
 
+from experiments import cli
 from experiments import data as data_lib
 from experiments import optimizers as optimizers_lib
 from experiments import plots
@@ -51,6 +51,7 @@ class Run:
 
 
 def slug(text: str) -> str:
+  text = text.replace("λ", "lam").replace("ρ", "rho")
   return re.sub(r"[^A-Za-z0-9.=_-]+", "_", text).strip("_")
 
 
@@ -124,6 +125,8 @@ def run_sweep(config: ml_collections.ConfigDict, workdir: str,
     The aggregated results (as written to ``summary.json``).
   """
   runs = expand(config)
+  for run in runs:  # fail on a bad arm now, not after hours of the others
+    train_lib.validate(run.config)
   os.makedirs(workdir, exist_ok=True)
   dataset = data_lib.load(runs[0].config)
   logging.info("sweep %s: %d runs in %s", config.sweep.name, len(runs), workdir)
@@ -155,23 +158,24 @@ def enable_compilation_cache() -> None:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  config = _CONFIG.value
+  config = cli.FLAGS.config
   train_lib.quiet_orbax()
   train_lib.request_cpu_devices(config.num_devices)
   enable_compilation_cache()
-  workdir = _WORKDIR.value or os.path.join(tempfile.gettempdir(), "optaxplus",
+  workdir = cli.FLAGS.workdir or os.path.join(tempfile.gettempdir(), "optaxplus",
                                            config.sweep.name)
   command = shlex.join(["python", "-m", "experiments.sweep"] + sys.argv[1:])
+  try:
+    for run in expand(config):
+      train_lib.validate(run.config)
+  except (ValueError, KeyError) as e:
+    sys.exit(f"error: bad suite config: {e}")
   results = run_sweep(config, workdir, command)
   if results:
     print(f"results in {os.path.join(workdir, 'results.md')}")
 
 
 if __name__ == "__main__":
-  # Flags live here so that importing this module (tests, sweeps) defines none.
-  _CONFIG = config_flags.DEFINE_config_file(
-      "config", None, "Path to a suite config file (configs/<suite>.py).", lock_config=True)
-  _WORKDIR = flags.DEFINE_string(
-      "workdir", None, "Output folder (default: <tmp>/optaxplus/<suite name>).")
-  flags.mark_flags_as_required(["config"])
-  app.run(main)
+  cli.define_flags("Path to a suite config file (configs/<suite>.py).",
+                   "Output folder (default: <tmp>/optaxplus/<suite name>).")
+  cli.run(main)

@@ -24,15 +24,15 @@ import tempfile
 import time
 from typing import Any
 
-from absl import app, flags, logging
+from absl import app, logging
 import jax
 import jax.numpy as jnp
 import ml_collections
-from ml_collections import config_flags
 import numpy as np
 import optax
 import orbax.checkpoint as ocp
 
+from experiments import cli
 from experiments import data as data_lib
 from experiments import hessian as hessian_lib
 from experiments import models as models_lib
@@ -112,7 +112,8 @@ def make_mesh(num_devices: int) -> jax.sharding.Mesh:
         f"num_devices={n} but only {len(available)} {available[0].platform} device(s) are "
         f"visible; on CPU run with XLA_FLAGS=--xla_force_host_platform_device_count={n} "
         f"(experiments.train sets this itself when started from the command line).")
-  return jax.make_mesh((n,), ("data",), devices=available[:n])
+  return jax.make_mesh((n,), ("data",), devices=available[:n],
+                       axis_types=(jax.sharding.AxisType.Auto,))
 
 
 # --- checkpoints -------------------------------------------------------------------------
@@ -141,6 +142,24 @@ def _json_default(x):
   if isinstance(x, (np.floating, np.integer)):
     return x.item()
   raise TypeError(type(x))
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Raises ``ValueError`` (listing what is valid) for a bad config, before any work."""
+  if config.dataset not in data_lib.DATASETS:
+    raise ValueError(f"unknown dataset {config.dataset!r}; valid: "
+                     f"{', '.join(data_lib.DATASETS)}")
+  if config.model.name not in models_lib.MODELS:
+    raise ValueError(f"unknown model {config.model.name!r}; valid: "
+                     f"{', '.join(models_lib.MODELS)}")
+  if (config.dataset == "stdlib_chars") != (config.model.name == "transformer"):
+    raise ValueError("the transformer goes with the stdlib_chars dataset, the mlp and cnn "
+                     f"with digits; got {config.model.name!r} on {config.dataset!r}")
+  optimizers_lib.parse_lam(config.sam.lam)
+  optimizers_lib.create_optimizer(config.optimizer, config.sam, schedule=config.schedule)
+  for key in ("batch_size", "num_steps", "log_every", "eval_every"):
+    if config[key] < 1:
+      raise ValueError(f"{key} must be >= 1, got {config[key]}")
 
 
 # --- the run -----------------------------------------------------------------------------
@@ -173,6 +192,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     The summary written to ``summary.json``, or ``None`` when the run stopped at
     ``config.stop_after_steps`` (as if killed) before finishing.
   """
+  validate(config)
   os.makedirs(workdir, exist_ok=True)
   logging.info("process %d/%d, devices %s", jax.process_index(), jax.process_count(),
                jax.local_devices())
@@ -326,21 +346,20 @@ def default_workdir(config_path: str) -> str:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  config = _CONFIG.value
+  config = cli.FLAGS.config
   quiet_orbax()
   request_cpu_devices(config.num_devices)
-  workdir = _WORKDIR.value or default_workdir(flags.FLAGS["config"].config_filename)
+  workdir = cli.FLAGS.workdir or default_workdir(cli.FLAGS["config"].config_filename)
+  try:
+    validate(config)
+  except ValueError as e:
+    sys.exit(f"error: bad config: {e}")
   summary = train_and_evaluate(config, workdir)
   print(json.dumps(summary, indent=1, default=_json_default))
   print(f"outputs in {workdir}")
 
 
 if __name__ == "__main__":
-  # Flags live here so that importing this module (tests, sweeps) defines none.
-  _CONFIG = config_flags.DEFINE_config_file(
-      "config", None, "Path to a config file (configs/<name>.py[:optimizer]).",
-      lock_config=True)
-  _WORKDIR = flags.DEFINE_string(
-      "workdir", None, "Output folder (default: <tmp>/optaxplus/<config name>).")
-  flags.mark_flags_as_required(["config"])
-  app.run(main)
+  cli.define_flags("Path to a config file (configs/<name>.py[:optimizer]).",
+                   "Output folder (default: <tmp>/optaxplus/<config name>).")
+  cli.run(main)
