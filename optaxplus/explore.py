@@ -20,41 +20,26 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from optaxplus._checks import check_range
+
 _Mask = Optional[Union[Any, Callable[[optax.Params], Any]]]
 
 
-def _check(name: str, value: Any, ok: Callable[[float], bool], bound: str) -> None:
-  """Raises ValueError if `value` is a Python number outside `bound`.
-
-  Arrays pass unchecked: under `optax.inject_hyperparams` every numeric argument
-  arrives as an array, possibly traced, and a schedule may legitimately visit any
-  value the user chose.
-  """
-  if isinstance(value, numbers.Real) and not ok(value):
-    raise ValueError(f"{name} must be {bound}, got {value}.")
-
-
 def _check_explore(alpha: Any, b1: Any, b1_name: str) -> None:
-  _check(b1_name, b1, lambda b: 0 <= b < 1, "in [0, 1)")
-  if isinstance(b1, numbers.Real):
-    # Beyond 1/(1-b1) the current gradient's weight 1 + alpha (1 - b1) is <= 0
-    # (alpha < 0), or the previous average enters with weight <= -1 (alpha > 0).
-    _check("alpha", alpha, lambda a: abs(a) * (1 - b1) < 1,
-           f"such that |alpha| < 1/(1 - {b1_name}) = {1 / (1 - b1):.6g} "
-           f"({b1_name}={b1})")
-  else:
-    _check("alpha", alpha, lambda a: abs(a) < float("inf"), "finite")
-
-
-def _check_learning_rate(learning_rate: Any) -> None:
-  _check("learning_rate", learning_rate, lambda v: v >= 0, ">= 0")
+  check_range(b1_name, b1, 0.0, 1.0, high_open=True)
+  # Beyond 1/(1 - b1) the current gradient's weight 1 + alpha (1 - b1) is <= 0
+  # (alpha < 0), or the previous average enters with weight <= -1 (alpha > 0).
+  # 12 significant digits: 1/(1 - 0.99) prints as 100.0, not 99.99999999999991.
+  bound = float(f"{1 / (1 - b1):.12g}") if isinstance(b1, numbers.Real) else float("inf")
+  name = f"alpha (with {b1_name}={b1})" if isinstance(b1, numbers.Real) else "alpha"
+  check_range(name, alpha, -bound, bound, low_open=True, high_open=True)
 
 
 def _check_adam(b1: Any, b2: Any, eps: Any, b1_name: str, b2_name: str) -> None:
-  _check(b1_name, b1, lambda b: 0 <= b < 1, "in [0, 1)")
-  _check(b2_name, b2, lambda b: 0 <= b < 1, "in [0, 1)")
+  check_range(b1_name, b1, 0.0, 1.0, high_open=True)
+  check_range(b2_name, b2, 0.0, 1.0, high_open=True)
   # eps = 0 turns a coordinate whose gradient has always been 0 into 0/0.
-  _check("eps", eps, lambda e: e > 0, "> 0")
+  check_range("eps", eps, 0.0, low_open=True)
 
 
 def _compute_dtype(*arrays: jax.Array) -> jnp.dtype:
@@ -205,7 +190,7 @@ def clip_by_global_norm(
     Pascanu, Mikolov, Bengio, `On the difficulty of training recurrent neural
     networks <https://arxiv.org/abs/1211.5063>`_, ICML 2013.
   """
-  _check("max_norm", max_norm, lambda c: c > 0, "> 0")
+  check_range("max_norm", max_norm, 0.0, low_open=True)
 
   def squared_norm(u: jax.Array) -> jax.Array:
     return jnp.sum(jnp.square(u.astype(_compute_dtype(u))))
@@ -317,8 +302,8 @@ def esgd(
     Zhao, Li, Zhou, Tan, Jia, `Exploring Landscapes for Better Minima along
     Valleys <https://arxiv.org/abs/2510.27153>`_, NeurIPS 2025.
   """
-  _check_learning_rate(learning_rate)
-  _check("momentum", momentum, lambda b: 0 <= b < 1, "in [0, 1) or None")
+  check_range("learning_rate", learning_rate, 0.0)
+  check_range("momentum", momentum, 0.0, 1.0, high_open=True)
   return optax.chain(
       explore(alpha, b1), optax.sgd(learning_rate, momentum, nesterov)
   )
@@ -369,7 +354,7 @@ def eadam(
     Zhao, Li, Zhou, Tan, Jia, `Exploring Landscapes for Better Minima along
     Valleys <https://arxiv.org/abs/2510.27153>`_, NeurIPS 2025.
   """
-  _check_learning_rate(learning_rate)
+  check_range("learning_rate", learning_rate, 0.0)
   _check_adam(b1, b2, eps, "b1", "b2")
   _check_explore(alpha, explore_b1, "explore_b1")
   return optax.chain(
@@ -426,9 +411,9 @@ def eadamw(
     Zhao, Li, Zhou, Tan, Jia, `Exploring Landscapes for Better Minima along
     Valleys <https://arxiv.org/abs/2510.27153>`_, NeurIPS 2025.
   """
-  _check_learning_rate(learning_rate)
+  check_range("learning_rate", learning_rate, 0.0)
   _check_adam(b1, b2, eps, "b1", "b2")
-  _check("weight_decay", weight_decay, lambda v: v >= 0, ">= 0")
+  check_range("weight_decay", weight_decay, 0.0)
   _check_explore(alpha, explore_b1, "explore_b1")
   return optax.chain(
       explore(alpha, explore_b1),
@@ -515,11 +500,11 @@ def alto(
     You et al., `Large Batch Optimization for Deep Learning: Training BERT in 76
     minutes <https://arxiv.org/abs/1904.00962>`_, ICLR 2020.
   """
-  _check_learning_rate(learning_rate)
+  check_range("learning_rate", learning_rate, 0.0)
   _check_explore(alpha, b1, "b1")
   _check_adam(b2, b3, eps, "b2", "b3")
-  _check("weight_decay", weight_decay, lambda v: v >= 0, ">= 0")
-  _check("clip_norm", clip_norm, lambda c: c > 0, "> 0")
+  check_range("weight_decay", weight_decay, 0.0)
+  check_range("clip_norm", clip_norm, 0.0, low_open=True)
   if mask is None:
     mask = _matrices
   return optax.chain(
