@@ -81,7 +81,9 @@ def explore(
 
   Precision: the state has the params' dtype and the arithmetic runs in float32
   or wider. A bfloat16 state is enough because an error in ``m`` reaches
-  :math:`\hat g` damped by :math:`|\alpha|(1-\beta_1) < 1` (0.05 at the
+  :math:`\hat g` multiplied by :math:`|\alpha|(1-\beta_1) < 1`, or by
+  :math:`|\alpha|(1-\beta_1)/\beta_1 < 2` for :math:`\beta_1 \ge 0.5`, where
+  the code reads :math:`m_k` instead of :math:`m_{k-1}` (0.05 at the
   large-batch preset).
 
   Non-finite gradients: a NaN or infinite gradient entry leaves its entry of
