@@ -6,8 +6,10 @@ The model is a small ResNet-style Linen CNN (three stages of two residual blocks
 → BatchNorm → ReLU, widths ``width``, ``2·width``, ``4·width``, then a dense classifier)
 on a fixed random CIFAR-shaped batch with a softmax cross-entropy loss. Each candidate is
 ``optaxplus.training.make_train_step`` (forward, backward, BatchNorm update, optimizer,
-metrics) under ``jax.jit`` with the state donated; the figure is the fastest call over
-interleaved repeats. The targets (issue 5): momsps ≤ 1.03× SGD-momentum and alto ≤ 1.00×
+metrics) under ``jax.jit``; the figure is the fastest call over interleaved repeats. Every
+call starts from the same initial state (not donated), so all candidates compute on the
+same values: a state that trains on while timed drifts differently per optimizer, and
+the CPU's speed depends on the values it meets (denormals), which swamped the optimizer. The targets (issue 5): momsps ≤ 1.03× SGD-momentum and alto ≤ 1.00×
 LAMB, i.e. the optimizer vanishes inside the step. A hand-written Flax step with
 ``optax.sgd`` (``flax.training.train_state.TrainState``, no metrics) shows what the builder
 itself costs.
@@ -17,7 +19,6 @@ import argparse
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import optax
 from flax.training import train_state
 
@@ -76,15 +77,10 @@ def main():
     return loss, model_state
 
   def builder_run(tx):
-    step = jax.jit(training.make_train_step(loss_fn, has_state=True), donate_argnums=0)
-    holder = [training.TrainState.create(apply_fn=model.apply,
-                                         params=jax.tree.map(jnp.copy, params), tx=tx,
-                                         model_state=jax.tree.map(jnp.copy, model_state))]
-
-    def run():
-      holder[0], metrics = step(holder[0], batch)
-      return metrics['loss']
-    return run
+    step = jax.jit(training.make_train_step(loss_fn, has_state=True))
+    state = training.TrainState.create(apply_fn=model.apply, params=params, tx=tx,
+                                       model_state=model_state)
+    return lambda: step(state, batch)
 
   def handwritten_run(tx):
     class State(train_state.TrainState):
@@ -96,15 +92,10 @@ def main():
       (value, new_model_state), grads = jax.value_and_grad(loss, has_aux=True)(state.params)
       return state.apply_gradients(
           grads=grads, batch_stats=new_model_state['batch_stats']), value
-    step = jax.jit(step, donate_argnums=0)
-    holder = [State.create(apply_fn=model.apply, params=jax.tree.map(jnp.copy, params),
-                           tx=tx, batch_stats=jax.tree.map(jnp.copy,
-                                                           model_state['batch_stats']))]
-
-    def run():
-      holder[0], value = step(holder[0], batch)
-      return value
-    return run
+    step = jax.jit(step)
+    state = State.create(apply_fn=model.apply, params=params, tx=tx,
+                         batch_stats=model_state['batch_stats'])
+    return lambda: step(state, batch)
 
   runs = {
       'hand-written Flax step, optax.sgd(momentum=0.9)':
