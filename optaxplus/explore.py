@@ -286,6 +286,7 @@ def esgd(
 
   Raises:
     ValueError: for out-of-range Python-number hyperparameters.
+    TypeError: for a ``nesterov`` that is not a bool.
 
   Examples:
     >>> import jax, jax.numpy as jnp, optax
@@ -306,6 +307,10 @@ def esgd(
   """
   check_range("learning_rate", learning_rate, 0.0)
   check_range("momentum", momentum, 0.0, 1.0, high_open=True)
+  if not isinstance(nesterov, bool):
+    # Catches esgd(lr, momentum, alpha, b1), which would pass alpha as nesterov.
+    raise TypeError(f"nesterov must be a bool, got {nesterov!r}; pass alpha "
+                    "and b1 by keyword.")
   return optax.chain(
       explore(alpha, b1), optax.sgd(learning_rate, momentum, nesterov)
   )

@@ -330,6 +330,11 @@ def test_bad_hyperparameters_raise(make, match):
     make()
 
 
+def test_positional_alpha_cannot_land_in_nesterov():
+  with pytest.raises(TypeError, match="nesterov must be a bool"):
+    esgd(0.1, 0.9, 0.5, 0.01)
+
+
 def test_boundary_hyperparameters_are_accepted():
   explore(alpha=-99.0, b1=0.99)
   explore(alpha=0.5, b1=0.0)
