@@ -169,8 +169,8 @@ def clip_by_global_norm(
   leaf dtype (3 significant digits for bfloat16); the reference ALTO uses
   ``torch.nn.utils.clip_grad_norm_``, which adds 1e-6 to the norm (a 1e-6
   relative difference, omitted). A non-finite norm makes every entry non-finite,
-  which :func:`explore` then drops: ALTO skips E's input for the whole step, not
-  for the bad leaf only.
+  so in :func:`alto` one NaN anywhere makes :func:`explore` zero the whole step's
+  gradient, not only the bad leaf's.
 
   Args:
     max_norm: the largest global norm ``c`` let through; > 0.
