@@ -151,8 +151,9 @@ def data_parallel(train_step: Callable[..., Any], mesh: Mesh, *, axis_name: str 
 
   Raises:
     ValueError: the mesh lacks ``axis_name``, the step was built for another axis, a
-      batch leading dimension is not divisible by the devices on the axis, or state
-      leaves are committed to devices outside the mesh; all before compilation.
+      batch leading dimension is not divisible by the devices on the axis, state
+      leaves are committed to devices outside the mesh, or (``shard_map``) the step's
+      outputs differ across devices; all before compilation.
 
   Examples:
     >>> import jax, jax.numpy as jnp, optax
@@ -186,9 +187,9 @@ def data_parallel(train_step: Callable[..., Any], mesh: Mesh, *, axis_name: str 
           train_step, mesh=mesh,
           in_specs=(PartitionSpec(), PartitionSpec(axis_name)) + (PartitionSpec(),) * num_args,
           out_specs=PartitionSpec(),
-          # Without varying-value checks, grad w.r.t. the replicated params is the LOCAL
-          # gradient (as under pmap); the step averages it itself.
-          check_vma=False)
+          # With varying-value checks a state that is not the same on every device (an
+          # optimizer given local gradients that does not average them) fails to trace.
+          check_vma=True)
     jitted = jax.jit(body,
                      in_shardings=(state_shardings, batch_sharding) + (replicated,) * num_args,
                      out_shardings=(state_shardings, replicated),
@@ -203,6 +204,16 @@ def data_parallel(train_step: Callable[..., Any], mesh: Mesh, *, axis_name: str 
     state_shardings, jitted = compiled[key]
     state = jax.tree_util.tree_map_with_path(
         lambda path, x, s: _place(x, s, path), state, state_shardings)
-    return jitted(state, batch, *args)
+    if step_axis is None:
+      return jitted(state, batch, *args)
+    try:
+      return jitted(state, batch, *args)
+    except ValueError as error:
+      if 'out_specs' not in str(error):
+        raise
+      raise ValueError(
+          'the train step returns values that differ across the devices of axis '
+          f'{axis_name!r}: with local_gradients=True the optimizer must average the '
+          f'gradient itself, e.g. unified_sam(..., axis_name={axis_name!r}).') from error
 
   return step

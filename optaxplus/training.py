@@ -97,11 +97,26 @@ def _global_norm(tree):
   return optax.tree.norm(jax.tree.map(lambda x: x.astype(jnp.promote_types(x.dtype, jnp.float32)), tree))
 
 
-def _mean_floats(tree, axis_name):
-  """``pmean`` of the floating leaves; integer leaves (counters) are left as they are."""
+def _reduce_over_devices(tree, axis_name, integer_reduction):
+  """``pmean`` of the floating leaves; ``integer_reduction`` (``psum``/``pmax``) of the rest."""
   return jax.tree.map(
-      lambda x: jax.lax.pmean(x, axis_name) if jnp.issubdtype(x.dtype, jnp.inexact) else x,
-      tree)
+      lambda x: (jax.lax.pmean if jnp.issubdtype(x.dtype, jnp.inexact)
+                 else integer_reduction)(x, axis_name), tree)
+
+
+def _device_varying(tree, axis_name):
+  """Marks every leaf as varying over ``axis_name`` (a no-op for leaves that already are).
+
+  Under ``shard_map(check_vma=True)`` JAX transposes the implicit broadcast of a
+  replicated input into a ``psum``: the gradient with respect to replicated params is
+  the SUM of the per-device gradients. Taken with respect to varying params it is the
+  device's own gradient, as under ``pmap`` and ``check_vma=False``, which the step then
+  averages itself. Scan carries must be varying for the same reason.
+  """
+  def cast(x):
+    varying = getattr(getattr(jax.typeof(x), 'mat', None), 'varying', frozenset())
+    return x if axis_name in varying else jax.lax.pcast(x, axis_name, to='varying')
+  return jax.tree.map(cast, tree)
 
 
 def _split_microbatches(batch, accumulation_steps):
@@ -144,16 +159,18 @@ def make_train_step(loss_fn: Callable[..., Any], *, has_aux: bool = False,
     has_aux: ``loss_fn`` also returns auxiliary outputs, reported as ``metrics['aux']``.
     has_state: ``loss_fn`` takes and returns ``state.model_state`` (e.g. BatchNorm).
     has_rng: the step takes a PRNG key ``rng`` and passes it to ``loss_fn``.
-    axis_name: set for ``shard_map``/``pmap`` (per-device view): the loss, gradients,
-      aux and floating model state are averaged over this axis before the optimizer
-      sees them, and ``rng`` is folded with the device index. ``None`` for one device
+    axis_name: set for ``shard_map``/``pmap`` (per-device view): the loss, gradients
+      and floating model state are averaged over this axis before the optimizer sees
+      them (floating aux averaged, integer aux summed), and ``rng`` is folded with the
+      device index. Works under ``shard_map`` with or without ``check_vma``. ``None`` for one device
       and for ``jit`` over sharded arrays (global view, nothing to average).
     local_gradients: with ``axis_name``, give the optimizer the LOCAL gradient and a
       local ``grad_fn``; for ``unified_sam(..., axis_name=axis_name)``, which perturbs per
       device (m-sharpness) and averages the SAM gradient itself. ``value`` stays global.
     accumulation_steps: split the batch into this many micro-batches (rows ``i::k``),
-      and average the loss, gradient and aux over them before one optimizer update,
-      so ``value`` matches the gradient; ``grad_fn`` accumulates the same way.
+      and average the loss, gradient and floating aux over them (integer aux is
+      summed) before one optimizer update, so ``value`` matches the gradient;
+      ``grad_fn`` accumulates the same way.
 
   Returns:
     ``train_step(state, batch, rng=None) -> (state, metrics)`` with ``metrics`` holding
@@ -220,10 +237,13 @@ def make_train_step(loss_fn: Callable[..., Any], *, has_aux: bool = False,
       return (model_state, loss_sum + loss, optax.tree.add(grad_sum, grads)), aux
 
     init = (model_state, jnp.zeros((), jnp.float32), optax.tree.zeros_like(params))
+    if axis_name is not None:
+      init = _device_varying(init, axis_name)
     (model_state, loss_sum, grad_sum), auxs = jax.lax.scan(
         body, init, (micro_batches, jnp.arange(accumulation_steps)))
+    # Means average over micro-batches, counts add up: as on the whole batch.
     aux = jax.tree.map(
-        lambda x: x.mean(0) if jnp.issubdtype(x.dtype, jnp.inexact) else x[-1], auxs)
+        lambda x: x.mean(0) if jnp.issubdtype(x.dtype, jnp.inexact) else x.sum(0), auxs)
     grads = optax.tree.scale(1.0 / accumulation_steps, grad_sum)
     return (loss_sum / accumulation_steps, (model_state, aux)), grads
 
@@ -232,17 +252,23 @@ def make_train_step(loss_fn: Callable[..., Any], *, has_aux: bool = False,
       raise ValueError('has_rng=True: call train_step(state, batch, rng).')
     if rng is not None and axis_name is not None:
       rng = jax.random.fold_in(rng, jax.lax.axis_index(axis_name))
+    params = state.params
+    if axis_name is not None:
+      params = _device_varying(params, axis_name)
     (loss, (model_state, aux)), local_grads = accumulated_value_and_grad(
-        state.params, state.model_state, batch, rng)
+        params, state.model_state, batch, rng)
     if axis_name is None:
       grads = local_grads
     else:
       loss = jax.lax.pmean(loss, axis_name)
       grads = jax.lax.pmean(local_grads, axis_name)
-      aux = _mean_floats(aux, axis_name)
-      model_state = _mean_floats(model_state, axis_name)
+      aux = _reduce_over_devices(aux, axis_name, jax.lax.psum)
+      # Integer model state (counters) is equal on all devices: pmax keeps it.
+      model_state = _reduce_over_devices(model_state, axis_name, jax.lax.pmax)
 
     def grad_fn(perturbed_params):
+      if axis_name is not None:
+        perturbed_params = _device_varying(perturbed_params, axis_name)
       _, perturbed_grads = accumulated_value_and_grad(
           perturbed_params, state.model_state, batch, rng)
       if axis_name is not None and not local_gradients:

@@ -132,6 +132,27 @@ for _name, _make_tx in OPTIMIZERS.items():
   check(make_equivalence_check(_name, _make_tx))
 
 
+@check
+def own_shard_map_with_varying_checks_matches_one_device():
+  single_state, single_losses = run_single(polyak.momsps(), steps=3, accumulation_steps=2)
+  step = jax.jit(jax.shard_map(
+      training.make_train_step(mlp_loss, axis_name='data', accumulation_steps=2),
+      mesh=MESH, in_specs=(P(), P('data')), out_specs=P(), check_vma=True))
+  state, losses = run_mesh(polyak.momsps(), lambda state, batch: step(
+      jax.device_put(state, NamedSharding(MESH, P())),
+      jax.device_put(batch, NamedSharding(MESH, P('data')))), steps=3)
+  assert_close(losses, single_losses)
+  assert_close(state.params, single_state.params)
+
+
+@check
+def local_gradients_without_an_averaging_optimizer_fails_to_trace():
+  step = parallel.data_parallel(
+      training.make_train_step(mlp_loss, axis_name='data', local_gradients=True), MESH)
+  expect_error(lambda: step(new_state(optax.sgd(0.1)), BATCHES[0]),
+               'differ across the devices')
+
+
 def per_device_sam_tx():
   return sam.unified_sam(polyak.momsps(), rho=0.05, axis_name='data')
 
