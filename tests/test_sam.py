@@ -8,7 +8,7 @@ import optax
 import pytest
 
 from optaxplus import polyak
-from optaxplus import sam
+from optaxplus.sam import asam, sam, sam_perturbation, unified_sam, usam
 from tests.references import sam as reference
 
 SIZES = (4, 8, 8, 2)
@@ -88,7 +88,7 @@ LAMS = [0.0, 0.5, 1.0, '1/t', '1-1/t']
 @pytest.mark.parametrize('lam', LAMS)
 def test_matches_reference_with_sgd_momentum(lam, adaptive):
   rho = 0.5 if adaptive else 0.1
-  params, _ = train(sam.unified_sam(optax.sgd(LR, momentum=0.9), rho, lam, adaptive=adaptive))
+  params, _ = train(unified_sam(optax.sgd(LR, momentum=0.9), rho, lam, adaptive=adaptive))
   expected = reference.run(FLAT_PARAMS, reference_grad_fn, reference.SGDMomentum(LR, 0.9),
                            STEPS, rho=rho, lam=lam, adaptive=adaptive)
   assert_close_to_reference(params, expected)
@@ -98,7 +98,7 @@ def test_matches_reference_with_sgd_momentum(lam, adaptive):
 @pytest.mark.parametrize('lam', LAMS)
 def test_matches_reference_with_adam(lam, adaptive):
   rho = 0.5 if adaptive else 0.1
-  params, _ = train(sam.unified_sam(optax.adam(1e-2), rho, lam, adaptive=adaptive))
+  params, _ = train(unified_sam(optax.adam(1e-2), rho, lam, adaptive=adaptive))
   expected = reference.run(FLAT_PARAMS, reference_grad_fn, reference.Adam(1e-2), STEPS,
                            rho=rho, lam=lam, adaptive=adaptive)
   assert_close_to_reference(params, expected)
@@ -120,7 +120,7 @@ def test_reference_runs_are_distinguishable():
                          ids=['sgd_momentum', 'adam'])
 @pytest.mark.parametrize('adaptive', [False, True])
 def test_rho_zero_is_the_base_optimizer_exactly(base, adaptive):
-  params, state = train(sam.unified_sam(base, rho=0.0, lam=0.5, adaptive=adaptive))
+  params, state = train(unified_sam(base, rho=0.0, lam=0.5, adaptive=adaptive))
   expected_params, expected_state = train(base)
   chex.assert_trees_all_equal(params, expected_params)
   chex.assert_trees_all_equal(state.base_state, expected_state)
@@ -129,9 +129,9 @@ def test_rho_zero_is_the_base_optimizer_exactly(base, adaptive):
 @pytest.mark.parametrize('name', ['sam', 'usam', 'asam'])
 def test_named_cases_match_the_textbook_perturbations(name):
   rho, eta = (0.5, 0.01) if name == 'asam' else (0.1, None)
-  tx = {'sam': lambda: sam.sam(optax.sgd(LR), rho),
-        'usam': lambda: sam.usam(optax.sgd(LR), rho),
-        'asam': lambda: sam.asam(optax.sgd(LR), rho, eta)}[name]()
+  tx = {'sam': lambda: sam(optax.sgd(LR), rho),
+        'usam': lambda: usam(optax.sgd(LR), rho),
+        'asam': lambda: asam(optax.sgd(LR), rho, eta)}[name]()
   params, _ = train(tx, steps=1)
   start = reference.as_float64(FLAT_PARAMS)
   _, g = reference_grad_fn(start, 0)
@@ -147,14 +147,14 @@ def test_lam_schedules_and_callables_count_sam_steps_from_one():
   grads = {'w': jnp.array([3.0, 4.0])}  # ‖g‖ = 5
   expected_lams = {'1/t': [1.0, 1 / 2, 1 / 3], '1-1/t': [0.0, 1 / 2, 2 / 3]}
   for lam, lams in expected_lams.items():
-    tx = sam.sam_perturbation(rho=0.1, lam=lam)
+    tx = sam_perturbation(rho=0.1, lam=lam)
     state = tx.init(grads)
     for expected_lam in lams:
       e, state = tx.update(grads, state)
       coefficient = 0.1 * (1 - expected_lam + expected_lam / 5)
       chex.assert_trees_all_close(e, {'w': coefficient * grads['w']}, rtol=1e-6)
   # Callables see the count from 0, like optax schedules.
-  tx = sam.sam_perturbation(rho=optax.piecewise_constant_schedule(0.1, {1: 2.0}),
+  tx = sam_perturbation(rho=optax.piecewise_constant_schedule(0.1, {1: 2.0}),
                             lam=lambda count: jnp.where(count == 0, 1.0, 0.0))
   e1, state = tx.update(grads, tx.init(grads))
   e2, state = tx.update(grads, state)
@@ -168,7 +168,7 @@ def test_lam_schedules_and_callables_count_sam_steps_from_one():
 def test_clipping_and_weight_decay_inside_the_base_act_at_params():
   base = optax.chain(optax.clip_by_global_norm(0.3), optax.add_decayed_weights(1e-2),
                      optax.sgd(LR, momentum=0.9))
-  params, _ = train(sam.unified_sam(base, 0.1, 0.5))
+  params, _ = train(unified_sam(base, 0.1, 0.5))
   expected = reference.run(
       FLAT_PARAMS, reference_grad_fn,
       reference.SGDMomentum(LR, 0.9, weight_decay=1e-2, clip_norm=0.3), STEPS,
@@ -177,7 +177,7 @@ def test_clipping_and_weight_decay_inside_the_base_act_at_params():
 
 
 def test_chained_after_clipping_perturbs_with_the_clipped_gradient():
-  tx = optax.chain(optax.clip_by_global_norm(0.05), sam.usam(optax.sgd(LR), 1.0))
+  tx = optax.chain(optax.clip_by_global_norm(0.05), usam(optax.sgd(LR), 1.0))
   params, _ = train(tx, steps=1, value=True)  # value= must pass through chain and SAM.
   start = reference.as_float64(FLAT_PARAMS)
   _, g = reference_grad_fn(start, 0)
@@ -188,7 +188,7 @@ def test_chained_after_clipping_perturbs_with_the_clipped_gradient():
 
 
 def test_inject_hyperparams_changes_rho_midway():
-  tx = optax.inject_hyperparams(sam.unified_sam)(
+  tx = optax.inject_hyperparams(unified_sam)(
       base_optimizer=optax.sgd(LR, momentum=0.9), rho=0.05, lam='1-1/t', every_k=2)
   params, state = train(tx, steps=10)
   state.hyperparams['rho'] = jnp.asarray(0.3)
@@ -201,7 +201,7 @@ def test_inject_hyperparams_changes_rho_midway():
 
 
 def test_momsps_receives_value_and_the_sam_gradient():
-  tx = sam.unified_sam(polyak.momsps(c=0.5, max_learning_rate=1.0, momentum=0.9), 0.1, 0.5)
+  tx = unified_sam(polyak.momsps(c=0.5, max_learning_rate=1.0, momentum=0.9), 0.1, 0.5)
   params, _ = train(tx, value=True)
   expected = reference.run(FLAT_PARAMS, reference_grad_fn,
                            reference.MomSPSMax(c=0.5, max_learning_rate=1.0, momentum=0.9),
@@ -211,7 +211,7 @@ def test_momsps_receives_value_and_the_sam_gradient():
 
 def test_every_k_runs_grad_fn_only_on_sam_steps():
   calls = []
-  tx = sam.unified_sam(optax.sgd(LR, momentum=0.9), 0.1, '1/t', every_k=3)
+  tx = unified_sam(optax.sgd(LR, momentum=0.9), 0.1, '1/t', every_k=3)
   state = tx.init(nested(FLAT_PARAMS))
 
   @jax.jit
@@ -239,7 +239,7 @@ class TestJitAndNoJit(chex.TestCase):
 
   @chex.variants(with_jit=True, without_jit=True)
   def test_one_update_matches_reference(self):
-    tx = sam.unified_sam(optax.sgd(LR, momentum=0.9), 0.1, '1-1/t', every_k=2)
+    tx = unified_sam(optax.sgd(LR, momentum=0.9), 0.1, '1-1/t', every_k=2)
     params = nested(FLAT_PARAMS)
     x, y = XS[0], YS[0]
 
@@ -262,7 +262,7 @@ class TestJitAndNoJit(chex.TestCase):
 
 def test_bfloat16_params_keep_their_dtype_and_follow_float32():
   base = optax.sgd(LR, momentum=0.9, accumulator_dtype=jnp.bfloat16)
-  tx = sam.unified_sam(base, 0.1, 0.5)
+  tx = unified_sam(base, 0.1, 0.5)
   params, state = train(tx, steps=5, dtype=jnp.bfloat16)
   chex.assert_trees_all_equal_dtypes(params, nested(FLAT_PARAMS, jnp.bfloat16))
   chex.assert_tree_all_finite(params)
@@ -275,7 +275,7 @@ def test_bfloat16_params_keep_their_dtype_and_follow_float32():
 def test_norm_is_taken_in_float32_for_half_precision():
   # 300² overflows float16 (max 65504); a norm taken in float16 would be inf.
   grads = {'a': jnp.full((4,), 300.0, jnp.float16), 'b': jnp.full((4,), 300.0, jnp.bfloat16)}
-  tx = sam.sam_perturbation(rho=1.0)
+  tx = sam_perturbation(rho=1.0)
   e, _ = tx.update(grads, tx.init(grads))
   chex.assert_trees_all_equal_dtypes(e, grads)
   chex.assert_trees_all_close(jax.tree.map(lambda x: x.astype(jnp.float32), e),
@@ -290,11 +290,11 @@ def test_norm_is_taken_in_float32_for_half_precision():
 def test_zero_gradient_gives_zero_perturbation(lam, adaptive):
   params = nested(FLAT_PARAMS)
   zeros = jax.tree.map(jnp.zeros_like, params)
-  tx = sam.sam_perturbation(rho=0.1, lam=lam, adaptive=adaptive)
+  tx = sam_perturbation(rho=0.1, lam=lam, adaptive=adaptive)
   e, _ = tx.update(zeros, tx.init(params), params)
   chex.assert_trees_all_equal(e, zeros)
-  updates, _ = sam.unified_sam(optax.sgd(LR), 0.1, lam, adaptive=adaptive).update(
-      zeros, sam.unified_sam(optax.sgd(LR)).init(params), params, grad_fn=lambda p: zeros)
+  updates, _ = unified_sam(optax.sgd(LR), 0.1, lam, adaptive=adaptive).update(
+      zeros, unified_sam(optax.sgd(LR)).init(params), params, grad_fn=lambda p: zeros)
   chex.assert_trees_all_equal(updates, zeros)
 
 
@@ -302,7 +302,7 @@ def test_zero_gradient_with_float16_hyperparameters_gives_zero_perturbation():
   # inject_hyperparams casts ε = 1e-12 to the params' float16, where it is 0.
   params = {'w': jnp.ones((2, 2), jnp.float16)}
   zeros = jax.tree.map(jnp.zeros_like, params)
-  tx = optax.inject_hyperparams(sam.sam_perturbation)(rho=0.1, lam=0.5)
+  tx = optax.inject_hyperparams(sam_perturbation)(rho=0.1, lam=0.5)
   state = tx.init(params)
   assert state.hyperparams['eps'] == 0
   e, _ = tx.update(zeros, state, params)
@@ -318,7 +318,7 @@ def test_nan_gradient_gives_zero_perturbation_and_the_base_gets_grad_fn_at_param
     seen.append(p)
     return p
 
-  tx = sam.unified_sam(optax.sgd(LR), rho=0.1)
+  tx = unified_sam(optax.sgd(LR), rho=0.1)
   updates, _ = tx.update(nan_grads, tx.init(params), params, grad_fn=grad_fn)
   chex.assert_trees_all_equal(seen[0], params)  # the second pass ran at params exactly
   chex.assert_trees_all_close(updates, jax.tree.map(lambda p: -LR * p, params))
@@ -328,7 +328,7 @@ def test_apply_if_finite_base_skips_a_nan_sam_gradient():
   params = nested(FLAT_PARAMS)
   grads = jax.tree.map(jnp.ones_like, params)
   nan_grad_fn = lambda p: jax.tree.map(lambda x: x * jnp.nan, p)
-  tx = sam.unified_sam(optax.apply_if_finite(optax.sgd(LR), max_consecutive_errors=3), 0.1)
+  tx = unified_sam(optax.apply_if_finite(optax.sgd(LR), max_consecutive_errors=3), 0.1)
   updates, state = tx.update(grads, tx.init(params), params, grad_fn=nan_grad_fn)
   chex.assert_trees_all_equal(updates, jax.tree.map(jnp.zeros_like, params))
   assert int(state.base_state.total_notfinite) == 1
@@ -337,18 +337,18 @@ def test_apply_if_finite_base_skips_a_nan_sam_gradient():
 def test_state_adds_one_scalar_to_the_base_state():
   params = nested(FLAT_PARAMS)
   base = optax.sgd(LR, momentum=0.9)
-  state = sam.unified_sam(base, 0.1).init(params)
+  state = unified_sam(base, 0.1).init(params)
   extra = optax.tree.size(state) - optax.tree.size(base.init(params))
   assert extra == 1
   chex.assert_trees_all_equal(state.base_state, base.init(params))
-  assert optax.tree.size(sam.sam_perturbation(0.1).init(params)) == 1
+  assert optax.tree.size(sam_perturbation(0.1).init(params)) == 1
   # optax.contrib.sam (transparent mode) keeps a full copy of the params (METHODS.md §5).
   contrib = optax.contrib.sam(base, optax.sgd(0.1))
   assert optax.tree.size(contrib.init(params)) >= 2 * optax.tree.size(params)
 
 
 def test_empty_subtree_passes_through():
-  params, _ = train(sam.asam(optax.adam(1e-2)), steps=2)
+  params, _ = train(asam(optax.adam(1e-2)), steps=2)
   assert params['frozen'] == {}
   chex.assert_tree_all_finite(params)
 
@@ -367,12 +367,12 @@ def test_empty_subtree_passes_through():
 ])
 def test_bad_hyperparameters_raise_at_construction(kwargs, match):
   with pytest.raises(ValueError, match=match):
-    sam.unified_sam(optax.sgd(LR), **kwargs)
+    unified_sam(optax.sgd(LR), **kwargs)
 
 
 def test_missing_grad_fn_explains_the_call():
   params = nested(FLAT_PARAMS)
-  tx = sam.unified_sam(optax.sgd(LR))
+  tx = unified_sam(optax.sgd(LR))
   with pytest.raises(TypeError, match=r'grad_fn=lambda p: jax.grad\(loss\)\(p, batch\)'):
     tx.update(params, tx.init(params), params)
   with pytest.raises(ValueError, match='needs params'):
@@ -381,7 +381,7 @@ def test_missing_grad_fn_explains_the_call():
 
 def test_grad_fn_with_aux_is_accepted_and_a_wrong_tree_is_rejected():
   params = nested(FLAT_PARAMS)
-  tx = sam.unified_sam(optax.sgd(LR))
+  tx = unified_sam(optax.sgd(LR))
   state = tx.init(params)
   plain, _ = tx.update(params, state, params, grad_fn=lambda p: p)
   with_aux, _ = tx.update(params, state, params, grad_fn=lambda p: (p, {'stats': 1.0}))
@@ -401,7 +401,7 @@ def test_contrib_sam_rejects_value_where_ours_passes_it():
                                                          optax.sgd(0.1)), opaque_mode=True)
   with pytest.raises(TypeError):
     contrib.update(grads, contrib.init(params), params, grad_fn=lambda p, _: p, value=1.0)
-  tx = sam.sam(polyak.sps(), 0.1)
+  tx = sam(polyak.sps(), 0.1)
   updates, _ = tx.update(grads, tx.init(params), params, grad_fn=lambda p: p, value=1.0)
   chex.assert_tree_all_finite(updates)
 
@@ -413,7 +413,7 @@ def test_contrib_sam_turns_a_zero_gradient_into_nan_where_ours_does_not():
                                                          optax.sgd(0.1)), opaque_mode=True)
   updates, _ = contrib.update(zeros, contrib.init(params), params, grad_fn=lambda p, _: p)
   assert not all(bool(jnp.all(jnp.isfinite(u))) for u in jax.tree.leaves(updates))
-  tx = sam.sam(optax.sgd(LR), 0.1)
+  tx = sam(optax.sgd(LR), 0.1)
   updates, _ = tx.update(zeros, tx.init(params), params, grad_fn=lambda p: p)
   chex.assert_tree_all_finite(updates)
 
@@ -430,7 +430,7 @@ def test_contrib_sam_sync_period_one_is_broken_where_every_k_one_is_plain_sam():
     params = optax.apply_updates(params, updates)
   plain_sgd = jax.tree.map(lambda p: p * (1 - LR) ** 3, params0)
   assert not np.allclose(params['w'], plain_sgd['w'])
-  tx = sam.unified_sam(optax.sgd(LR), rho=0.0, every_k=1)
+  tx = unified_sam(optax.sgd(LR), rho=0.0, every_k=1)
   params, state = params0, tx.init(params0)
   for _ in range(3):
     updates, state = tx.update(grad_fn(params), state, params, grad_fn=grad_fn)

@@ -42,7 +42,7 @@ def run_on_devices(out_path):
   import optax
   from jax.sharding import NamedSharding, PartitionSpec as P
 
-  from optaxplus import sam
+  from optaxplus.sam import unified_sam
 
   assert jax.device_count() == DEVICES, jax.devices()
   flat, xs, ys = problem()
@@ -69,7 +69,7 @@ def run_on_devices(out_path):
     return params
 
   def per_device_tx(every_k):
-    return sam.unified_sam(optax.sgd(LR, momentum=MOMENTUM), RHO, LAM, axis_name='data',
+    return unified_sam(optax.sgd(LR, momentum=MOMENTUM), RHO, LAM, axis_name='data',
                            every_k=every_k)
 
   results, errors = {}, {}
@@ -103,7 +103,7 @@ def run_on_devices(out_path):
     np.testing.assert_array_equal(pmapped[name], np.stack([pmapped[name][0]] * DEVICES))
   results['pmap'] = {n: v[0] for n, v in pmapped.items()}
 
-  tx = sam.unified_sam(optax.sgd(LR, momentum=MOMENTUM), RHO, LAM)
+  tx = unified_sam(optax.sgd(LR, momentum=MOMENTUM), RHO, LAM)
   step = jax.jit(make_step(tx))
   replicated = jax.device_put(params, NamedSharding(mesh, P()))
   results['global_jit'] = train(step, replicated, tx.init(replicated), shard_batch)
