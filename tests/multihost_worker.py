@@ -3,7 +3,8 @@
 ``python multihost_worker.py <process_id> <port> <output.npz>``, with 2 CPU devices per
 process (``XLA_FLAGS``): joins the run through ``jax.distributed.initialize`` on loopback
 with gloo CPU collectives, trains on its half of each global batch with the ``jit`` and
-the ``shard_map`` paths of ``data_parallel``, and saves the final parameters and losses.
+the ``shard_map`` paths of ``data_parallel`` (one run saving and restoring an orbax
+checkpoint halfway), and saves the final parameters and losses.
 """
 
 import os
@@ -17,7 +18,7 @@ import optax
 # Run as a script, the repository root is not on the path.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from optaxplus import parallel, polyak, sam, training  # noqa: E402
+from optaxplus import checkpoint, parallel, polyak, sam, training  # noqa: E402
 
 STEPS = 5
 GLOBAL_BATCH = 16
@@ -46,10 +47,16 @@ def loss_fn(params, batch):
   return jnp.mean((hidden @ params['w2'] + params['b2'] - batch['y']) ** 2)
 
 
-def train(step, name, params, batches, rows):
+def train(step, mesh, name, params, batches, rows, checkpoint_directory=None):
+  """Trains on this process's ``rows``; saves and restores halfway if given a directory."""
   state = training.TrainState.create(apply_fn=None, params=params, tx=make_optimizer(name))
   losses = []
-  for batch in batches:
+  for i, batch in enumerate(batches):
+    if checkpoint_directory is not None and i == len(batches) // 2:
+      checkpoint.save_checkpoint(checkpoint_directory, state)
+      template = training.TrainState.create(apply_fn=None, params=params, tx=state.tx)
+      state = checkpoint.restore_checkpoint(checkpoint_directory, jax.device_put(
+          template, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())))
     state, metrics = step(state, {k: v[rows] for k, v in batch.items()})
     losses.append(float(metrics['loss']))
   return state, losses
@@ -70,7 +77,10 @@ def main():
     for how, axis_name in (('jit', None), ('shard_map', 'data')):
       step = parallel.data_parallel(training.make_train_step(loss_fn, axis_name=axis_name),
                                     mesh)
-      state, losses = train(step, name, params, batches, rows)
+      # One run also goes through a multi-host orbax checkpoint halfway.
+      directory = (os.path.join(os.path.dirname(output), 'checkpoint')
+                   if (name, how) == ('momsps', 'jit') else None)
+      state, losses = train(step, mesh, name, params, batches, rows, directory)
       results[f'{name}/{how}/losses'] = np.array(losses)
       for key, value in state.params.items():
         results[f'{name}/{how}/{key}'] = np.asarray(value)
