@@ -8,6 +8,7 @@ is the sharpness ``lambda_max`` of the SAM literature.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable
 
 import jax
@@ -18,6 +19,20 @@ import optax
 def hvp(loss_fn: Callable[..., jax.Array], params, vector, *args):
   """Hessian of ``loss_fn(params, *args)`` in ``params``, times ``vector`` (same structure)."""
   return jax.jvp(lambda p: jax.grad(loss_fn)(p, *args), (params,), (vector,))[1]
+
+
+@functools.lru_cache(maxsize=16)
+def _power_step(loss_fn):
+  """One jitted power-iteration step for ``loss_fn`` (cached: compiled once per loss)."""
+
+  @jax.jit
+  def step(v, params, *args):
+    v = optax.tree.scale(1.0 / (optax.tree.norm(v) + 1e-12), v)
+    hv = hvp(loss_fn, params, jax.tree.map(lambda a, p: a.astype(p.dtype), v, params), *args)
+    hv = jax.tree.map(lambda a: a.astype(jnp.float32), hv)
+    return hv, optax.tree.vdot(v, hv)
+
+  return step
 
 
 def top_hessian_eigenvalue(loss_fn: Callable[..., jax.Array], params, *args,
@@ -44,13 +59,7 @@ def top_hessian_eigenvalue(loss_fn: Callable[..., jax.Array], params, *args,
   vector = jax.tree.unflatten(treedef, [
       jax.random.normal(k, x.shape, jnp.float32) for k, x in zip(keys, leaves)])
 
-  @jax.jit
-  def step(v, params, *args):
-    v = optax.tree.scale(1.0 / (optax.tree.norm(v) + 1e-12), v)
-    hv = hvp(loss_fn, params, jax.tree.map(lambda a, p: a.astype(p.dtype), v, params), *args)
-    hv = jax.tree.map(lambda a: a.astype(jnp.float32), hv)
-    return hv, optax.tree.vdot(v, hv)
-
+  step = _power_step(loss_fn)
   eigenvalue = None
   for i in range(1, num_iterations + 1):
     vector, new = step(vector, params, *args)

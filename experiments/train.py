@@ -22,6 +22,7 @@ import os
 import sys
 import tempfile
 import time
+import types
 from typing import Any
 
 from absl import app, logging
@@ -162,6 +163,31 @@ def validate(config: ml_collections.ConfigDict) -> None:
       raise ValueError(f"{key} must be >= 1, got {config[key]}")
 
 
+@functools.lru_cache(maxsize=8)
+def _build(model_json: str, optimizer_json: str, sam_json: str, schedule: str,
+           context_length: int, num_classes: int, batches_per_epoch: int,
+           total_steps: int) -> types.SimpleNamespace:
+  """Model, optimizer and jitted functions, shared by runs that differ only in seed.
+
+  Reusing the same objects lets ``jax.jit`` reuse its compiled code across the seeds of a
+  sweep (and across runs in tests) instead of compiling them again.
+  """
+  config = ml_collections.ConfigDict({
+      "model": json.loads(model_json), "context_length": context_length})
+  model = models_lib.create_model(config, num_classes)
+  tx = optimizers_lib.create_optimizer(
+      ml_collections.ConfigDict(json.loads(optimizer_json)),
+      ml_collections.ConfigDict(json.loads(sam_json)),
+      batches_per_epoch=batches_per_epoch, total_steps=total_steps, schedule=schedule)
+  return types.SimpleNamespace(
+      model=model, tx=tx,
+      init=jax.jit(functools.partial(model.init, train=False)),
+      train_step=jax.jit(training.make_train_step(make_loss_fn(model), has_aux=True,
+                                                  has_state=True), donate_argnums=0),
+      eval_fn=jax.jit(functools.partial(_eval_sums, model)),
+      eval_loss=make_eval_loss(model))
+
+
 # --- the run -----------------------------------------------------------------------------
 def _learning_rate(config, step: int):
   lr = config.optimizer.get("learning_rate")
@@ -207,23 +233,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
   batches = data_lib.BatchIterator(dataset, config.batch_size, config.seed,
                                    config.context_length)
-  model = models_lib.create_model(config, dataset.num_classes)
-  tx = optimizers_lib.create_optimizer(
-      config.optimizer, config.sam, batches_per_epoch=batches.steps_per_epoch,
-      total_steps=config.num_steps, schedule=config.schedule)
+  built = _build(config.model.to_json(), config.optimizer.to_json(), config.sam.to_json(),
+                 config.schedule, config.context_length, dataset.num_classes,
+                 # Only in the key where they change the optimizer (else: recompiles).
+                 batches.steps_per_epoch if config.optimizer.name == "momsps_smooth" else 1,
+                 config.num_steps if config.schedule == "cosine" else 1)
+  model, train_step, eval_fn = built.model, built.train_step, built.eval_fn
 
   sample = batches.batch(0)["x"][:1]
-  variables = jax.jit(functools.partial(model.init, train=False))(
-      jax.random.key(config.seed), sample)
+  variables = built.init(jax.random.key(config.seed), sample)
   params = variables.pop("params")
-  state = training.TrainState.create(apply_fn=model.apply, params=params, tx=tx,
+  state = training.TrainState.create(apply_fn=model.apply, params=params, tx=built.tx,
                                      model_state=dict(variables))
   state = jax.device_put(state, replicated)
-
-  train_step = jax.jit(
-      training.make_train_step(make_loss_fn(model), has_aux=True, has_state=True),
-      donate_argnums=0)
-  eval_fn = jax.jit(functools.partial(_eval_sums, model))
 
   with open(os.path.join(workdir, "config.json"), "w") as f:
     f.write(config.to_json(indent=1))
@@ -303,7 +325,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   if config.hessian.num_iterations and not diverged:
     probe = fixed_train_batch(dataset, config.hessian.batch_size, config.context_length)
     eigenvalue, iterations = hessian_lib.top_hessian_eigenvalue(
-        make_eval_loss(model), state.params, state.model_state, probe,
+        built.eval_loss, state.params, state.model_state, probe,
         num_iterations=config.hessian.num_iterations, tol=config.hessian.tol,
         seed=config.seed)
   summary = {
