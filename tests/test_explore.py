@@ -307,7 +307,8 @@ def test_inject_hyperparams_with_scheduled_alpha():
 
 
 @pytest.mark.parametrize("make,match", [
-    (lambda: explore(alpha=-100.0, b1=0.99), r"alpha \(with b1=0.99\) must be in \(-100.0, 100.0\)"),
+    (lambda: explore(alpha=-100.0, b1=0.99),
+     r"alpha \(with b1=0.99\) must be in \(-100.0, 100.0\)"),
     (lambda: explore(alpha=2.0, b1=0.5), r"alpha \(with b1=0.5\) must be in \(-2.0, 2.0\)"),
     (lambda: explore(alpha=float("nan")), r"alpha .*got nan"),
     (lambda: explore(alpha=float("inf")), r"alpha .*got inf"),
@@ -319,7 +320,8 @@ def test_inject_hyperparams_with_scheduled_alpha():
     (lambda: esgd(0.1, alpha=1.02, b1=0.01), r"alpha \(with b1=0.01\) must be in \(-1.0101"),
     (lambda: eadam(0.1, eps=0.0), r"eps must be in \(0.0, inf\)"),
     (lambda: eadam(0.1, b2=1.0), r"b2 must be in \[0.0, 1.0\)"),
-    (lambda: eadam(0.1, alpha=-10.5, explore_b1=0.9), r"alpha \(with explore_b1=0.9\) must be in \(-10.0, 10.0\)"),
+    (lambda: eadam(0.1, alpha=-10.5, explore_b1=0.9),
+     r"alpha \(with explore_b1=0.9\) must be in \(-10.0, 10.0\)"),
     (lambda: eadam(0.1, explore_b1=1.5), r"explore_b1 must be in \[0.0, 1.0\)"),
     (lambda: eadamw(0.1, weight_decay=-1e-4), r"weight_decay must be in \[0.0, inf\)"),
     (lambda: alto(0.1, clip_norm=0.0), r"clip_norm must be in \(0.0, inf\)"),
