@@ -23,7 +23,8 @@ import optax
 from flax.training import train_state
 
 from benchmarks import update_timing
-from optaxplus import explore, polyak, training
+from optaxplus import polyak, training
+from optaxplus.explore import alto
 
 
 class ResidualBlock(nn.Module):
@@ -103,7 +104,7 @@ def main():
       'make_train_step, optax.sgd(momentum=0.9)': builder_run(optax.sgd(0.1, momentum=0.9)),
       'make_train_step, optaxplus momsps': builder_run(polyak.momsps()),
       'make_train_step, optax.lamb': builder_run(optax.lamb(1e-3)),
-      'make_train_step, optaxplus alto': builder_run(explore.alto(1e-3)),
+      'make_train_step, optaxplus alto': builder_run(alto(1e-3)),
   }
   best = update_timing.interleaved_best_seconds(runs, args.repeats)
   sizes = sum(x.size for x in jax.tree.leaves(params))

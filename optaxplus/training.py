@@ -13,7 +13,7 @@ in-step gradient accumulation) and :func:`nnx_grad_fn`, the ``grad_fn`` for
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 import jax
@@ -78,8 +78,16 @@ class TrainState(train_state.TrainState):
     fields = {field.name for field in dataclasses.fields(self)}
     replaced = {k: v for k, v in kwargs.items() if k in fields}
     extra_args = {k: v for k, v in kwargs.items() if k not in fields}
-    updates, opt_state = self.tx.update(grads, self.opt_state, self.params, **extra_args)
-    params = optax.apply_updates(self.params, updates)
+    # As in Flax: fp8 scales under OVERWRITE_WITH_GRADIENT are replaced, not optimized.
+    overwrite = isinstance(grads, Mapping) and train_state.OVERWRITE_WITH_GRADIENT in grads
+    opt_grads, opt_params = ((grads['params'], self.params['params']) if overwrite
+                             else (grads, self.params))
+    updates, opt_state = self.tx.update(opt_grads, self.opt_state, opt_params,
+                                        **extra_args)
+    params = optax.apply_updates(opt_params, updates)
+    if overwrite:
+      params = {'params': params, train_state.OVERWRITE_WITH_GRADIENT:
+                grads[train_state.OVERWRITE_WITH_GRADIENT]}
     return self.replace(step=self.step + 1, params=params, opt_state=opt_state,
                         **replaced)
 
@@ -236,7 +244,10 @@ def make_train_step(loss_fn: Callable[..., Any], *, has_aux: bool = False,
           params, model_state, micro_batch, micro_rng)
       return (model_state, loss_sum + loss, optax.tree.add(grad_sum, grads)), aux
 
-    init = (model_state, jnp.zeros((), jnp.float32), optax.tree.zeros_like(params))
+    # Sums in float32 or wider, also for bfloat16 params.
+    init = (model_state, jnp.zeros((), jnp.float32),
+            jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.promote_types(p.dtype, jnp.float32)),
+                         params))
     if axis_name is not None:
       init = _device_varying(init, axis_name)
     (model_state, loss_sum, grad_sum), auxs = jax.lax.scan(
@@ -244,7 +255,8 @@ def make_train_step(loss_fn: Callable[..., Any], *, has_aux: bool = False,
     # Means average over micro-batches, counts add up: as on the whole batch.
     aux = jax.tree.map(
         lambda x: x.mean(0) if jnp.issubdtype(x.dtype, jnp.inexact) else x.sum(0), auxs)
-    grads = optax.tree.scale(1.0 / accumulation_steps, grad_sum)
+    grads = jax.tree.map(lambda g, p: (g / accumulation_steps).astype(p.dtype),
+                         grad_sum, params)
     return (loss_sum / accumulation_steps, (model_state, aux)), grads
 
   def train_step(state, batch, rng=None):

@@ -18,7 +18,8 @@ import optax
 # Run as a script, the repository root is not on the path.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from optaxplus import checkpoint, parallel, polyak, sam, training  # noqa: E402
+from optaxplus import checkpoint, parallel, polyak, training  # noqa: E402
+from optaxplus.sam import unified_sam  # noqa: E402
 
 STEPS = 5
 GLOBAL_BATCH = 16
@@ -39,7 +40,7 @@ def problem():
 def make_optimizer(name):
   if name == 'momsps':
     return polyak.momsps()
-  return sam.unified_sam(optax.sgd(0.05, momentum=0.9), rho=0.05)
+  return unified_sam(optax.sgd(0.05, momentum=0.9), rho=0.05)
 
 
 def loss_fn(params, batch):

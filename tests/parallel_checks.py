@@ -20,7 +20,9 @@ from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from optaxplus import checkpoint, explore, parallel, polyak, sam, training  # noqa: E402
+from optaxplus import checkpoint, parallel, polyak, training  # noqa: E402
+from optaxplus.explore import alto  # noqa: E402
+from optaxplus.sam import unified_sam  # noqa: E402
 from tests.references import sam as sam_reference  # noqa: E402
 
 DEVICES = 8
@@ -56,8 +58,8 @@ def problem():
 PARAMS = BATCHES = MESH = None
 OPTIMIZERS = {
     'momsps': polyak.momsps,
-    'unified_sam_global': lambda: sam.unified_sam(optax.sgd(0.05, momentum=0.9), rho=0.05),
-    'alto': lambda: explore.alto(1e-2),
+    'unified_sam_global': lambda: unified_sam(optax.sgd(0.05, momentum=0.9), rho=0.05),
+    'alto': lambda: alto(1e-2),
     'optax_adam': lambda: optax.adam(1e-2),
 }
 
@@ -154,7 +156,7 @@ def local_gradients_without_an_averaging_optimizer_fails_to_trace():
 
 
 def per_device_sam_tx():
-  return sam.unified_sam(polyak.momsps(), rho=0.05, axis_name='data')
+  return unified_sam(polyak.momsps(), rho=0.05, axis_name='data')
 
 
 @check
@@ -178,7 +180,7 @@ def per_device_sam_matches_per_shard_reference():
   for state in (shard_map_state, pmap_state):
     assert_close(state.params, expected, rtol=1e-4, atol=1e-6)
   # And it is not the global perturbation (which would make this check vacuous).
-  global_state, _ = run_single(sam.unified_sam(polyak.momsps(), rho=0.05), steps)
+  global_state, _ = run_single(unified_sam(polyak.momsps(), rho=0.05), steps)
   difference = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(
       jax.tree.leaves(global_state.params), jax.tree.leaves(shard_map_state.params)))
   assert difference > 1e-4, difference

@@ -8,12 +8,14 @@ import numpy as np
 import optax
 import pytest
 from flax import nnx
+from flax.training import train_state
 
 from optaxplus import checkpoint
-from optaxplus import explore
 from optaxplus import polyak
-from optaxplus import sam
 from optaxplus import training
+# By name: the package re-exports the functions `sam` and `explore` over the modules.
+from optaxplus.explore import alto, eadam, eadamw, esgd
+from optaxplus.sam import asam, sam, unified_sam, usam
 
 
 class SmallCNN(nn.Module):
@@ -85,6 +87,14 @@ def test_train_state_forwards_value_and_replaces_fields():
   state = training.TrainState.create(apply_fn=None, params=params, tx=plain)
   chex.assert_trees_all_close(state.apply_gradients(grads=grads, value=loss).params['w'],
                               params['w'] - 0.1 * grads['w'])
+  # Flax's fp8 convention: the OVERWRITE_WITH_GRADIENT collection is replaced, not optimized.
+  overwrite = train_state.OVERWRITE_WITH_GRADIENT
+  state = training.TrainState.create(
+      apply_fn=None, params={'params': params, overwrite: {'scale': jnp.ones(())}}, tx=tx)
+  new = state.apply_gradients(
+      grads={'params': grads, overwrite: {'scale': jnp.array(3.0)}}, value=loss)
+  chex.assert_trees_all_close(new.params['params'], optax.apply_updates(params, updates))
+  assert float(new.params[overwrite]['scale']) == 3.0
 
 
 @pytest.mark.parametrize('make_tx', [
@@ -175,6 +185,18 @@ def test_accumulation_keeps_value_consistent_with_the_gradient():
     updates, multi_state = multi.update(grads, multi_state, params, value=loss)
   assert not np.allclose(optax.apply_updates(params, updates)['w'],
                          full(state, batch)[0].params['w'], rtol=1e-3)
+
+
+def test_accumulation_with_bfloat16_params_keeps_their_dtype():
+  state, batch, loss_fn = _linear_problem(polyak.momsps())
+  params = jax.tree.map(lambda p: p.astype(jnp.bfloat16), state.params)
+  state = training.TrainState.create(apply_fn=None, params=params, tx=polyak.momsps())
+  full, _ = jax.jit(training.make_train_step(loss_fn))(state, batch)
+  accumulated, metrics = jax.jit(training.make_train_step(loss_fn, accumulation_steps=4))(
+      state, batch)
+  chex.assert_trees_all_equal_dtypes(accumulated.params, params)
+  chex.assert_trees_all_close(accumulated.params, full.params, rtol=2e-2, atol=1e-3)
+  assert metrics['grad_norm'].dtype == jnp.float32
 
 
 def test_multi_steps_passes_the_mean_value_of_its_micro_steps():
@@ -287,14 +309,14 @@ EVERY_OPTIMIZER = {
     'momadasps': lambda: polyak.momadasps(),
     'decsps': lambda: polyak.decsps(),
     'adasps': lambda: polyak.adasps(),
-    'sam': lambda: sam.sam(optax.sgd(0.05, momentum=0.9)),
-    'usam': lambda: sam.usam(optax.sgd(0.05, momentum=0.9)),
-    'asam': lambda: sam.asam(optax.sgd(0.05, momentum=0.9)),
-    'unified_sam_momsps': lambda: sam.unified_sam(polyak.momsps(), rho=0.05, lam='1-1/t'),
-    'esgd': lambda: explore.esgd(0.05, momentum=0.9),
-    'eadam': lambda: explore.eadam(1e-2),
-    'eadamw': lambda: explore.eadamw(1e-2),
-    'alto': lambda: explore.alto(1e-2),
+    'sam': lambda: sam(optax.sgd(0.05, momentum=0.9)),
+    'usam': lambda: usam(optax.sgd(0.05, momentum=0.9)),
+    'asam': lambda: asam(optax.sgd(0.05, momentum=0.9)),
+    'unified_sam_momsps': lambda: unified_sam(polyak.momsps(), rho=0.05, lam='1-1/t'),
+    'esgd': lambda: esgd(0.05, momentum=0.9),
+    'eadam': lambda: eadam(1e-2),
+    'eadamw': lambda: eadamw(1e-2),
+    'alto': lambda: alto(1e-2),
 }
 
 
