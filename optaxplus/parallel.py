@@ -12,12 +12,17 @@ into a jitted step over the ``axis_name`` axis of a ``jax.sharding.Mesh``:
   and ``local_gradients=True`` lets ``unified_sam(axis_name=...)`` perturb per device.
 
 ``jax.pmap(make_train_step(loss_fn, axis_name='data'), axis_name='data')`` runs the same
-step; ``pmap`` is in maintenance mode, so prefer the two paths above.
+step on a state stacked once per device and a batch reshaped to ``(devices, -1, ...)``;
+``pmap`` is in maintenance mode, so prefer the two paths above.
 
-Multi-host: call ``jax.distributed.initialize(...)`` first in every process, build the
-mesh over ``jax.devices()`` (all processes' devices), and give each process's step its
-own slice of the global batch; :func:`shard_batch` assembles the global array with
-``jax.make_array_from_process_local_data``. Every process runs the same program.
+Multi-host (the recipe tests/test_multihost.py runs with 2 processes): in every process
+call ``jax.distributed.initialize(coordinator_address, num_processes, process_id)`` first
+(on CPU after ``jax.config.update('jax_cpu_collectives_implementation', 'gloo')``), build
+the mesh over ``jax.devices()`` (all processes' devices) and run the same program, each
+process passing its own slice of the global batch (rows in process order):
+:func:`shard_batch` assembles the global array with
+``jax.make_array_from_process_local_data``. ``optaxplus.checkpoint`` saves and restores
+from every process.
 """
 
 from __future__ import annotations
