@@ -119,11 +119,19 @@ def _device_varying(tree, axis_name):
   replicated input into a ``psum``: the gradient with respect to replicated params is
   the SUM of the per-device gradients. Taken with respect to varying params it is the
   device's own gradient, as under ``pmap`` and ``check_vma=False``, which the step then
-  averages itself. Scan carries must be varying for the same reason.
+  averages itself. The accumulation scan's carry is cast too: under ``check_vma`` its
+  type may not change from invariant to varying within an iteration.
   """
   def cast(x):
-    varying = getattr(getattr(jax.typeof(x), 'mat', None), 'varying', frozenset())
-    return x if axis_name in varying else jax.lax.pcast(x, axis_name, to='varying')
+    aval = jax.typeof(x)
+    varying = getattr(getattr(aval, 'mat', None), 'varying', None)  # as in JAX 0.10
+    if varying is None:
+      varying = getattr(aval, 'vma', frozenset())  # earlier JAX
+    if axis_name in varying:
+      return x
+    if hasattr(jax.lax, 'pcast'):
+      return jax.lax.pcast(x, axis_name, to='varying')
+    return jax.lax.pvary(x, axis_name)  # JAX before pcast (deprecated in 0.8.2)
   return jax.tree.map(cast, tree)
 
 
