@@ -155,6 +155,40 @@ def local_gradients_without_an_averaging_optimizer_fails_to_trace():
                'differ across the devices')
 
 
+@check
+def nnx_under_jit_with_a_sharded_batch_matches_one_device():
+  from flax import nnx
+
+  class Net(nnx.Module):
+    def __init__(self):
+      self.w1, self.b1 = nnx.Param(PARAMS['w1']), nnx.Param(PARAMS['b1'])
+      self.w2, self.b2 = nnx.Param(PARAMS['w2']), nnx.Param(PARAMS['b2'])
+
+    def __call__(self, x):
+      return jnp.tanh(x @ self.w1 + self.b1) @ self.w2 + self.b2
+
+  def loss_fn(net, batch):
+    return 0.5 * jnp.mean(jnp.sum((net(batch['x']) - batch['y']) ** 2, axis=1))
+
+  @nnx.jit
+  def train_step(net, optimizer, batch):
+    loss, grads = nnx.value_and_grad(loss_fn)(net, batch)
+    optimizer.update(net, grads, value=loss,
+                     grad_fn=training.nnx_grad_fn(loss_fn, net, batch))
+    return loss
+
+  make_tx = lambda: unified_sam(polyak.momsps(), rho=0.05)
+  single_state, single_losses = run_single(make_tx(), steps=3)
+  net = Net()
+  nnx.update(net, jax.device_put(nnx.state(net), NamedSharding(MESH, P())))
+  optimizer = nnx.Optimizer(net, make_tx(), wrt=nnx.Param)
+  losses = [train_step(net, optimizer, parallel.shard_batch(batch, MESH))
+            for batch in BATCHES[:3]]
+  assert_close(np.array(losses), single_losses)
+  assert_close(nnx.to_pure_dict(nnx.state(net, nnx.Param)), single_state.params)
+  assert net.w1[...].sharding.is_fully_replicated
+
+
 def per_device_sam_tx():
   return unified_sam(polyak.momsps(), rho=0.05, axis_name='data')
 
