@@ -183,6 +183,8 @@ def make_train_step(loss_fn: Callable[..., Any], *, has_aux: bool = False,
     local_gradients: with ``axis_name``, give the optimizer the LOCAL gradient and a
       local ``grad_fn``; for ``unified_sam(..., axis_name=axis_name)``, which perturbs per
       device (m-sharpness) and averages the SAM gradient itself. ``value`` stays global.
+      Under ``optaxplus.parallel.data_parallel`` an optimizer that does not average
+      (devices would drift apart) is an error before compilation.
     accumulation_steps: split the batch into this many micro-batches (rows ``i::k``),
       and average the loss, gradient and floating aux over them (integer aux is
       summed) before one optimizer update, so ``value`` matches the gradient;
