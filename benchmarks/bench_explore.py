@@ -27,7 +27,7 @@ import jax
 import optax
 
 from benchmarks import update_timing
-from optaxplus.explore import alto, eadam
+from optaxplus.exploration import alto, eadam
 
 
 def interleaved_best(runs, rounds):

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import optax
 
 from benchmarks import update_timing
-from optaxplus.sam import unified_sam
+from optaxplus.sharpness import unified_sam
 
 STEPS_PER_CALL = 5
 

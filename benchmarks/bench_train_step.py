@@ -24,7 +24,7 @@ from flax.training import train_state
 
 from benchmarks import update_timing
 from optaxplus import polyak, training
-from optaxplus.explore import alto
+from optaxplus.exploration import alto
 
 
 class ResidualBlock(nn.Module):

@@ -7,7 +7,7 @@ runner knows and the user should not set (``batches_per_epoch``, ``total_steps``
 injected by ``create_optimizer``.
 
 Baselines come from optax (``sgd``, ``adam``, ``adamw``, ``lamb``, ``momo``); the methods
-come from ``optaxplus`` (imported when used). ``sps_naive_momentum`` is the unstable
+come from ``optaxplus``'s public API. ``sps_naive_momentum`` is the unstable
 baseline of the MomSPS paper, SPS_max fed into heavy ball WITHOUT the ``(1 - momentum)``
 factor; it is NOT MomSPS.
 """
@@ -20,6 +20,8 @@ from typing import Callable
 import jax
 import ml_collections
 import optax
+
+import optaxplus
 
 _REGISTRY: dict[str, Callable[..., optax.GradientTransformation]] = {}
 # Keys filled in by the runner, never by a config.
@@ -109,8 +111,7 @@ def momo(learning_rate: float = 1.0, beta: float = 0.9, lower_bound: float = 0.0
 # --- optaxplus.polyak ---------------------------------------------------------------------
 @register
 def sps(c: float = 0.5, max_learning_rate: float = 1.0, f_min: float = 0.0):
-  from optaxplus import polyak  # pylint: disable=import-outside-toplevel
-  return polyak.sps(c=c, max_learning_rate=max_learning_rate, f_min=f_min)
+  return optaxplus.sps(c=c, max_learning_rate=max_learning_rate, f_min=f_min)
 
 
 @register
@@ -121,29 +122,25 @@ def sps_naive_momentum(c: float = 0.5, max_learning_rate: float = 1.0,
   ``u_t = -gamma_t g_t + momentum * u_{t-1}`` with ``gamma_t`` the plain SPS_max step; the
   MomSPS paper shows this naive combination is unstable.
   """
-  from optaxplus import polyak  # pylint: disable=import-outside-toplevel
-  return optax.chain(polyak.sps(c=c, max_learning_rate=max_learning_rate, f_min=f_min),
+  return optax.chain(optaxplus.sps(c=c, max_learning_rate=max_learning_rate, f_min=f_min),
                      optax.trace(decay=momentum))
 
 
 @register
 def decsps(c: float = 1.0, max_learning_rate: float = 10.0, f_min: float = 0.0):
-  from optaxplus import polyak  # pylint: disable=import-outside-toplevel
-  return polyak.decsps(c=c, max_learning_rate=max_learning_rate, f_min=f_min)
+  return optaxplus.decsps(c=c, max_learning_rate=max_learning_rate, f_min=f_min)
 
 
 @register
 def adasps(c: float = 1.0, f_min: float = 0.0):
-  from optaxplus import polyak  # pylint: disable=import-outside-toplevel
-  return polyak.adasps(c=c, f_min=f_min)
+  return optaxplus.adasps(c=c, f_min=f_min)
 
 
 @register
 def momsps(c: float = 1.0, max_learning_rate: float = 10.0, momentum: float = 0.9,
            f_min: float = 0.0):
   """MomSPS_max at the reference defaults."""
-  from optaxplus import polyak  # pylint: disable=import-outside-toplevel
-  return polyak.momsps(c=c, max_learning_rate=max_learning_rate, momentum=momentum,
+  return optaxplus.momsps(c=c, max_learning_rate=max_learning_rate, momentum=momentum,
                        f_min=f_min)
 
 
@@ -151,40 +148,35 @@ def momsps(c: float = 1.0, max_learning_rate: float = 10.0, momentum: float = 0.
 def momsps_smooth(c: float = 1.0, momentum: float = 0.9, tau: float = 2.0,
                   init_step: float = 1.0, f_min: float = 0.0, batches_per_epoch: int = 1):
   """MomSPS_smooth; ``batches_per_epoch`` comes from the data, not from the config."""
-  from optaxplus import polyak  # pylint: disable=import-outside-toplevel
-  return polyak.momsps_smooth(c=c, momentum=momentum, batches_per_epoch=batches_per_epoch,
+  return optaxplus.momsps_smooth(c=c, momentum=momentum, batches_per_epoch=batches_per_epoch,
                               tau=tau, init_step=init_step, f_min=f_min)
 
 
 @register
 def momdecsps(c: float = 1.0, max_learning_rate: float = 10.0, momentum: float = 0.9,
               f_min: float = 0.0):
-  from optaxplus import polyak  # pylint: disable=import-outside-toplevel
-  return polyak.momdecsps(c=c, max_learning_rate=max_learning_rate, momentum=momentum,
+  return optaxplus.momdecsps(c=c, max_learning_rate=max_learning_rate, momentum=momentum,
                           f_min=f_min)
 
 
 @register
 def momadasps(c: float = 1.0, momentum: float = 0.9, f_min: float = 0.0):
-  from optaxplus import polyak  # pylint: disable=import-outside-toplevel
-  return polyak.momadasps(c=c, momentum=momentum, f_min=f_min)
+  return optaxplus.momadasps(c=c, momentum=momentum, f_min=f_min)
 
 
-# --- optaxplus.explore --------------------------------------------------------------------
+# --- optaxplus.exploration ------------------------------------------------------------------
 @register
 def esgd(learning_rate: float = 0.1, momentum: float = 0.9, alpha: float = 0.5,
          b1: float = 0.01):
   """SGD-momentum on the E-rewritten gradient (small-batch defaults alpha=0.5, b1=0.01)."""
-  from optaxplus import explore  # pylint: disable=import-outside-toplevel
-  return explore.esgd(learning_rate, momentum, alpha, b1)
+  return optaxplus.esgd(learning_rate, momentum=momentum, alpha=alpha, b1=b1)
 
 
 @register
 def eadam(learning_rate: float = 1e-3, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
           alpha: float = 0.5, explore_b1: float = 0.01):
   """Adam on the E-rewritten gradient (small-batch E defaults alpha=0.5, explore_b1=0.01)."""
-  from optaxplus import explore  # pylint: disable=import-outside-toplevel
-  return explore.eadam(learning_rate, b1=b1, b2=b2, eps=eps, alpha=alpha,
+  return optaxplus.eadam(learning_rate, b1=b1, b2=b2, eps=eps, alpha=alpha,
                        explore_b1=explore_b1)
 
 
@@ -193,8 +185,7 @@ def alto(learning_rate: float = 1e-2, alpha: float = -5.0, b1: float = 0.99, b2:
          b3: float = 0.99, eps: float = 1e-6, weight_decay: float = 1e-4,
          clip_norm: float = 1.0):
   """ALTO (E inside LAMB) at the reference factory defaults (decay/trust ratio on ndim>=2)."""
-  from optaxplus import explore  # pylint: disable=import-outside-toplevel
-  return explore.alto(learning_rate, alpha=alpha, b1=b1, b2=b2, b3=b3, eps=eps,
+  return optaxplus.alto(learning_rate, alpha=alpha, b1=b1, b2=b2, b3=b3, eps=eps,
                       weight_decay=weight_decay, clip_norm=clip_norm)
 
 
@@ -250,7 +241,6 @@ def create_optimizer(optimizer_config, sam_config=None, *, batches_per_epoch: in
     cfg["batches_per_epoch"] = batches_per_epoch
   tx = fn(**cfg)
   if sam_config is not None and sam_config.enabled:
-    from optaxplus import sam  # pylint: disable=import-outside-toplevel
-    tx = sam.unified_sam(tx, rho=sam_config.rho, lam=parse_lam(sam_config.lam),
+    tx = optaxplus.unified_sam(tx, rho=sam_config.rho, lam=parse_lam(sam_config.lam),
                          adaptive=sam_config.adaptive, every_k=sam_config.every_k)
   return tx

@@ -19,7 +19,7 @@ import optax
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from optaxplus import checkpoint, parallel, polyak, training  # noqa: E402
-from optaxplus.sam import unified_sam  # noqa: E402
+from optaxplus.sharpness import unified_sam  # noqa: E402
 
 STEPS = 5
 GLOBAL_BATCH = 16

@@ -21,9 +21,9 @@ from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from optaxplus import checkpoint, parallel, polyak, training  # noqa: E402
-from optaxplus.explore import alto  # noqa: E402
-from optaxplus.sam import unified_sam  # noqa: E402
-from tests.references import sam as sam_reference  # noqa: E402
+from optaxplus.exploration import alto  # noqa: E402
+from optaxplus.sharpness import unified_sam  # noqa: E402
+from tests.references import sharpness as sam_reference  # noqa: E402
 
 DEVICES = 8
 STEPS = 10

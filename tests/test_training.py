@@ -14,8 +14,8 @@ from optaxplus import checkpoint
 from optaxplus import polyak
 from optaxplus import training
 # By name: the package re-exports the functions `sam` and `explore` over the modules.
-from optaxplus.explore import alto, eadam, eadamw, esgd
-from optaxplus.sam import asam, sam, unified_sam, usam
+from optaxplus.exploration import alto, eadam, eadamw, esgd
+from optaxplus.sharpness import asam, sam, unified_sam, usam
 
 
 class SmallCNN(nn.Module):

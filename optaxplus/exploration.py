@@ -107,7 +107,7 @@ def explore(
   Examples:
     >>> import jax.numpy as jnp
     >>> import optax
-    >>> from optaxplus.explore import explore
+    >>> from optaxplus.exploration import explore
     >>> opt = optax.chain(explore(alpha=-5.0, b1=0.99), optax.sgd(0.1))
     >>> params = {"w": jnp.array([1.0, -2.0])}
     >>> state = opt.init(params)
@@ -183,7 +183,7 @@ def clip_by_global_norm(
 
   Examples:
     >>> import jax.numpy as jnp
-    >>> from optaxplus.explore import clip_by_global_norm
+    >>> from optaxplus.exploration import clip_by_global_norm
     >>> clip = clip_by_global_norm(1.0)
     >>> clip.update({"a": jnp.array([3.0]), "b": jnp.array([4.0])}, ())[0]
     {'a': Array([0.6], dtype=float32), 'b': Array([0.8], dtype=float32)}
@@ -226,7 +226,7 @@ def scale_by_trust_ratio() -> optax.GradientTransformationExtraArgs:
 
   Examples:
     >>> import jax.numpy as jnp
-    >>> from optaxplus.explore import scale_by_trust_ratio
+    >>> from optaxplus.exploration import scale_by_trust_ratio
     >>> tr = scale_by_trust_ratio()
     >>> tr.update({"w": jnp.array([0.0, 2.0])}, (), {"w": jnp.array([3.0, 4.0])})[0]
     {'w': Array([0., 5.], dtype=float32)}
@@ -290,7 +290,7 @@ def esgd(
 
   Examples:
     >>> import jax, jax.numpy as jnp, optax
-    >>> from optaxplus.explore import esgd
+    >>> from optaxplus.exploration import esgd
     >>> opt = esgd(0.1, momentum=0.9)
     >>> params = jnp.array([1.0, 2.0])
     >>> state = opt.init(params)
@@ -350,7 +350,7 @@ def eadam(
 
   Examples:
     >>> import jax.numpy as jnp
-    >>> from optaxplus.explore import eadam
+    >>> from optaxplus.exploration import eadam
     >>> opt = eadam(1e-3)
     >>> params = {"w": jnp.ones((2, 3)), "b": jnp.zeros(3)}
     >>> updates, _ = opt.update(params, opt.init(params), params)
@@ -407,7 +407,7 @@ def eadamw(
 
   Examples:
     >>> import jax.numpy as jnp
-    >>> from optaxplus.explore import eadamw
+    >>> from optaxplus.exploration import eadamw
     >>> opt = eadamw(1e-3, weight_decay=0.1)
     >>> params = {"w": jnp.ones((2, 3))}
     >>> updates, _ = opt.update({"w": jnp.zeros((2, 3))}, opt.init(params), params)
@@ -489,7 +489,7 @@ def alto(
 
   Examples:
     >>> import jax, jax.numpy as jnp, optax
-    >>> from optaxplus.explore import alto
+    >>> from optaxplus.exploration import alto
     >>> params = {"kernel": jnp.ones((3, 2)), "bias": jnp.zeros(2)}
     >>> opt = alto(learning_rate=1e-2)
     >>> state = opt.init(params)

@@ -142,7 +142,7 @@ def sam_perturbation(
 
   Examples:
     >>> import jax.numpy as jnp
-    >>> from optaxplus.sam import sam_perturbation
+    >>> from optaxplus.sharpness import sam_perturbation
     >>> grads = {'w': jnp.array([3.0, 4.0])}  # ‖g‖ = 5
     >>> tx = sam_perturbation(rho=0.1, lam=1.0)
     >>> e, state = tx.update(grads, tx.init(grads))
@@ -309,7 +309,7 @@ def unified_sam(
 
   Examples:
     >>> import jax, jax.numpy as jnp, optax
-    >>> from optaxplus.sam import unified_sam
+    >>> from optaxplus.sharpness import unified_sam
     >>> def loss(params, batch):
     ...   return jnp.mean((batch @ params['w'] - 1.0) ** 2)
     >>> params, batch = {'w': jnp.zeros(3)}, jnp.eye(3)
@@ -390,7 +390,7 @@ def sam(
 
   Examples:
     >>> import optax
-    >>> from optaxplus.sam import sam
+    >>> from optaxplus.sharpness import sam
     >>> tx = sam(optax.sgd(0.1, momentum=0.9), rho=0.05)
 
   References:
@@ -416,7 +416,7 @@ def usam(
 
   Examples:
     >>> import optax
-    >>> from optaxplus.sam import usam
+    >>> from optaxplus.sharpness import usam
     >>> tx = usam(optax.sgd(0.1, momentum=0.9), rho=0.05)
 
   References:
@@ -448,7 +448,7 @@ def asam(
 
   Examples:
     >>> import optax
-    >>> from optaxplus.sam import asam
+    >>> from optaxplus.sharpness import asam
     >>> tx = asam(optax.sgd(0.1, momentum=0.9), rho=0.5, eta=0.01)
 
   References:

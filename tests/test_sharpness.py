@@ -1,4 +1,4 @@
-"""Tests of optaxplus.sam against the float64 NumPy transcription in tests/references/sam.py."""
+"""Tests of optaxplus.sharpness against the float64 NumPy transcription in tests/references/sharpness.py."""
 
 import chex
 import jax
@@ -8,8 +8,8 @@ import optax
 import pytest
 
 from optaxplus import polyak
-from optaxplus.sam import asam, sam, sam_perturbation, unified_sam, usam
-from tests.references import sam as reference
+from optaxplus.sharpness import asam, sam, sam_perturbation, unified_sam, usam
+from tests.references import sharpness as reference
 
 SIZES = (4, 8, 8, 2)
 STEPS = 20

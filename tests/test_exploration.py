@@ -1,4 +1,4 @@
-"""Tests of optaxplus.explore against the float64 transcription in tests/references/explore.py."""
+"""Tests of optaxplus.exploration against the float64 transcription in tests/references/exploration.py."""
 
 import functools
 
@@ -9,7 +9,7 @@ import numpy as np
 import optax
 import pytest
 
-from optaxplus.explore import (
+from optaxplus.exploration import (
     ExploreState,
     alto,
     clip_by_global_norm,
@@ -19,7 +19,7 @@ from optaxplus.explore import (
     explore,
     scale_by_trust_ratio,
 )
-from tests.references import explore as ref
+from tests.references import exploration as ref
 
 STEPS = 30
 DECAYED = {  # ALTO's default mask: tensors with ndim >= 2

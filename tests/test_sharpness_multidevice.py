@@ -1,4 +1,4 @@
-"""Multi-device tests of optaxplus.sam: m-sharpness per device, global view under jit.
+"""Multi-device tests of optaxplus.sharpness: m-sharpness per device, global view under jit.
 
 The devices run in ONE subprocess started with
 ``XLA_FLAGS=--xla_force_host_platform_device_count=8`` (``python -m
@@ -15,7 +15,7 @@ import sys
 import numpy as np
 import pytest
 
-from tests.references import sam as reference
+from tests.references import sharpness as reference
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 DEVICES = 8
@@ -42,7 +42,7 @@ def run_on_devices(out_path):
   import optax
   from jax.sharding import NamedSharding, PartitionSpec as P
 
-  from optaxplus.sam import unified_sam
+  from optaxplus.sharpness import unified_sam
 
   assert jax.device_count() == DEVICES, jax.devices()
   flat, xs, ys = problem()
