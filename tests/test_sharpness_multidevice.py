@@ -2,7 +2,7 @@
 
 The devices run in ONE subprocess started with
 ``XLA_FLAGS=--xla_force_host_platform_device_count=8`` (``python -m
-tests.test_sam_multidevice OUT``), which writes its parameters to ``OUT``; the tests in
+tests.test_sharpness_multidevice OUT``), which writes its parameters to ``OUT``; the tests in
 this process compare them with the float64 NumPy reference. The device count of the
 pytest process is never changed.
 """
@@ -123,7 +123,7 @@ def device_results(tmp_path_factory):
   env = dict(os.environ, JAX_PLATFORMS='cpu',
              XLA_FLAGS=f'--xla_force_host_platform_device_count={DEVICES}',
              PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get('PYTHONPATH', '')]))
-  proc = subprocess.run([sys.executable, '-m', 'tests.test_sam_multidevice', str(out)],
+  proc = subprocess.run([sys.executable, '-m', 'tests.test_sharpness_multidevice', str(out)],
                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
   with np.load(out) as data:
