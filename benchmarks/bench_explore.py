@@ -21,28 +21,12 @@ a machine shared with other jobs the CPU-time ratios are the steadier estimate.
 """
 
 import argparse
-import time
 
 import jax
 import optax
 
 from benchmarks import update_timing
 from optaxplus.exploration import alto, eadam
-
-
-def interleaved_best(runs, rounds):
-  """Fastest wall-clock and process-CPU seconds of each run over interleaved rounds."""
-  for run in runs.values():
-    jax.block_until_ready(run())
-  wall = {name: float('inf') for name in runs}
-  cpu = dict(wall)
-  for _ in range(rounds):
-    for name, run in runs.items():
-      start_wall, start_cpu = time.perf_counter(), time.process_time()
-      jax.block_until_ready(run())
-      wall[name] = min(wall[name], time.perf_counter() - start_wall)
-      cpu[name] = min(cpu[name], time.process_time() - start_cpu)
-  return wall, cpu
 
 
 def main():
@@ -64,7 +48,7 @@ def main():
   runs = {'copy': update_timing.copy_run(params)}
   runs.update({name: update_timing.update_run(tx, params, grads)
                for name, _, tx in candidates})
-  wall, cpu = interleaved_best(runs, args.repeats)
+  wall, cpu = update_timing.interleaved_best(runs, args.repeats)
   param_bytes = update_timing.tree_bytes(params)
   print(update_timing.describe_machine(params))
   print(f'copy bandwidth: {2 * param_bytes / wall["copy"] / 1e9:.1f} GB/s (wall clock)')

@@ -47,7 +47,7 @@ def main():
   runs = {'copy': update_timing.copy_run(params)}
   runs.update({name: update_timing.update_run(tx, params, grads, value=value)
                for name, _, tx in candidates})
-  seconds = update_timing.interleaved_best_seconds(runs, args.repeats)
+  seconds, _ = update_timing.interleaved_best(runs, args.repeats)
   bandwidth = 2 * update_timing.tree_bytes(params) / seconds['copy']
   rows = [(name, passes, seconds[name]) for name, passes, _ in candidates]
   print(update_timing.describe_machine(params))

@@ -14,7 +14,6 @@ time (all threads).
 """
 
 import argparse
-import time
 
 import jax
 import jax.numpy as jnp
@@ -38,26 +37,6 @@ def loss_fn(params, batch):
     x = jax.nn.relu(x @ layer['w'] + layer['b'])
   logits = x @ params[-1]['w'] + params[-1]['b']
   return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
-
-
-def interleaved_best(runs, rounds):
-  """Fastest wall-clock and process-CPU seconds of each run over interleaved rounds.
-
-  The CPU time sums all of XLA's threads: on a machine shared with other jobs it is
-  less disturbed than the wall clock by threads waiting for a core, so its ratios are
-  the steadier estimate of the work each step does.
-  """
-  for run in runs.values():
-    jax.block_until_ready(run())
-  wall = {name: float('inf') for name in runs}
-  cpu = dict(wall)
-  for _ in range(rounds):
-    for name, run in runs.items():
-      start_wall, start_cpu = time.perf_counter(), time.process_time()
-      jax.block_until_ready(run())
-      wall[name] = min(wall[name], time.perf_counter() - start_wall)
-      cpu[name] = min(cpu[name], time.process_time() - start_cpu)
-  return wall, cpu
 
 
 def block_run(step, params, state, batch, calls):
@@ -129,7 +108,7 @@ def main():
   }
   runs = {name: block_run(step, params, tx.init(params), batch, calls * STEPS_PER_CALL)
           for name, (step, tx, calls) in candidates.items()}
-  wall, cpu = interleaved_best(runs, args.repeats)
+  wall, cpu = update_timing.interleaved_best(runs, args.repeats)
   print(update_timing.describe_machine(params)
         + f', {jax.device_count()} device(s), MLP {args.inputs}-'
         + f'{args.depth}×{args.width}-{args.classes}, batch {args.batch}')

@@ -106,7 +106,7 @@ def main():
       'make_train_step, optax.lamb': builder_run(optax.lamb(1e-3)),
       'make_train_step, optaxplus alto': builder_run(alto(1e-3)),
   }
-  best = update_timing.interleaved_best_seconds(runs, args.repeats)
+  best, _ = update_timing.interleaved_best(runs, args.repeats)
   sizes = sum(x.size for x in jax.tree.leaves(params))
   print(f'{jax.devices()[0].platform}: {jax.devices()[0].device_kind}, jax {jax.__version__}, '
         f'ResNet width {args.width}, {sizes / 1e6:.2f}M params, batch {args.batch} × '

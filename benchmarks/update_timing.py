@@ -38,21 +38,25 @@ def tree_bytes(tree) -> int:
   return sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(tree))
 
 
-def interleaved_best_seconds(runs: dict[str, Callable[[], object]], rounds: int) -> dict:
-  """The fastest call of each run over ``rounds`` rounds, one call of each per round.
+def interleaved_best(runs: dict[str, Callable[[], object]], rounds: int) -> tuple[dict, dict]:
+  """The fastest wall-clock and process-CPU seconds of each run, one call of each per round.
 
   Interleaving spreads the noise of a shared machine evenly over the candidates, so their
-  ratios, all measured in this one run, stay comparable.
+  ratios, all measured in this one run, stay comparable. The CPU time sums all of XLA's
+  threads: on a shared machine it is less disturbed than the wall clock by threads waiting
+  for a core, so its ratios are the steadier estimate of the work each run does.
   """
   for run in runs.values():
     jax.block_until_ready(run())
-  best = {name: float('inf') for name in runs}
+  wall = {name: float('inf') for name in runs}
+  cpu = dict(wall)
   for _ in range(rounds):
     for name, run in runs.items():
-      start = time.perf_counter()
+      start_wall, start_cpu = time.perf_counter(), time.process_time()
       jax.block_until_ready(run())
-      best[name] = min(best[name], time.perf_counter() - start)
-  return best
+      wall[name] = min(wall[name], time.perf_counter() - start_wall)
+      cpu[name] = min(cpu[name], time.process_time() - start_cpu)
+  return wall, cpu
 
 
 def copy_run(params) -> Callable[[], object]:
