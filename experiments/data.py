@@ -160,11 +160,24 @@ class BatchIterator:
 
 
 def batched(x: np.ndarray, y: np.ndarray, batch_size: int) -> list[dict[str, np.ndarray]]:
-  """``(x, y)`` in fixed order, in batches of ``batch_size`` (the last may be smaller)."""
-  return [{"x": x[i:i + batch_size], "y": y[i:i + batch_size]}
-          for i in range(0, len(x), batch_size)]
+  """``(x, y)`` in fixed order, in batches of ``batch_size`` examples.
+
+  The last batch is zero-padded to the same shape (one compiled evaluation for every
+  batch and every split); ``weight`` is 1 for real examples and 0 for padding.
+  """
+  size = batch_size
+  out = []
+  for i in range(0, len(x), size):
+    bx, by = x[i:i + size], y[i:i + size]
+    pad = size - len(bx)
+    weight = np.concatenate([np.ones(len(bx), np.float32), np.zeros(pad, np.float32)])
+    if pad:
+      bx = np.concatenate([bx, np.zeros((pad,) + bx.shape[1:], bx.dtype)])
+      by = np.concatenate([by, np.zeros((pad,) + by.shape[1:], by.dtype)])
+    out.append({"x": bx, "y": by, "weight": weight})
+  return out
 
 
 def test_batches(dataset: Dataset, batch_size: int) -> list[dict[str, np.ndarray]]:
-  """The test split in fixed order, in batches (the last one may be smaller)."""
+  """The test split in fixed order, in padded batches (see :func:`batched`)."""
   return batched(dataset.test_x, dataset.test_y, batch_size)

@@ -13,7 +13,7 @@ import numpy as np  # pylint: disable=wrong-import-position
 
 from experiments import report  # pylint: disable=wrong-import-position
 
-DPI = 80
+DPI = 72
 
 
 def _mean_curve(curves: list[list[dict]], split: str, key: str):

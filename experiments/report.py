@@ -1,4 +1,4 @@
-"""Aggregate a sweep's runs over seeds and write ``results.md``, ``summary.json``, ``metrics.jsonl``.
+"""Aggregate a sweep's runs over seeds and write ``results.md`` and ``summary.json``.
 
 Mean ± standard deviation over seeds (sample std, ``ddof=1``; 0 for one seed). "Best"
 means the highest mean test accuracy, or the lowest mean test perplexity for language
@@ -34,9 +34,8 @@ def _stats(values: list[float]) -> dict:
 
 
 def collect(workdir: str, runs) -> dict:
-  """Per-config statistics over seeds, in sweep order, plus the merged ``metrics.jsonl``."""
+  """Per-config statistics and curves over seeds, in sweep order."""
   groups: dict[str, dict] = {}
-  merged = []
   for run in runs:
     run_dir = os.path.join(workdir, "runs", run.run_id)
     with open(os.path.join(run_dir, train_lib.SUMMARY_FILE)) as f:
@@ -49,10 +48,6 @@ def collect(workdir: str, runs) -> dict:
     with open(os.path.join(run_dir, train_lib.METRICS_FILE)) as f:
       records = [json.loads(line) for line in f if line.strip()]
     g["curves"].append(records)
-    merged.extend({"config": run.label, "seed": run.seed, **r} for r in records)
-  with open(os.path.join(workdir, "metrics.jsonl"), "w") as f:
-    for r in merged:
-      f.write(json.dumps(r) + "\n")
   configs = []
   for g in groups.values():
     stats = {m: _stats([s[m] for s in g["summaries"]]) for m in METRICS}
@@ -204,8 +199,10 @@ def write(workdir: str, config, runs, results: dict, command: str) -> None:
   if overrides:
     lines += ["Per-arm overrides:", ""] + overrides + [""]
   lines += ["Plots: `curves.png` (train loss, test metric), `step_size.png`, "
-            "`final_metrics.png`. Raw records: `metrics.jsonl` (one line per logged step "
-            "and run; train records average `log_every` steps).", ""]
+            "`final_metrics.png`. Raw records: `runs/<config>/seed<k>/metrics.jsonl` (one "
+            "line per logged step; train records average `log_every` steps; test records "
+            "every `eval_every` steps), with that run's `config.json` and `summary.json`.",
+            ""]
   with open(os.path.join(workdir, "results.md"), "w") as f:
     f.write("\n".join(lines))
   slim = [{k: v for k, v in c.items() if k != "curves"} for c in configs]

@@ -5,7 +5,7 @@ A suite config is a train config plus a ``sweep`` block (see ``configs/default.p
 ``<workdir>/runs/<config>/seed<k>``; a finished run (one with ``summary.json``) is not run
 again, so a killed sweep started again continues where it stopped, and a killed run
 resumes from its checkpoint. The folder then gets ``results.md`` (with the exact command),
-``summary.json``, ``metrics.jsonl`` (every run's records, tagged) and PNG plots.
+``summary.json`` and PNG plots; each run's raw records stay in its ``metrics.jsonl``.
 """
 
 from __future__ import annotations
@@ -111,6 +111,14 @@ def expand(config: ml_collections.ConfigDict) -> list[Run]:
         run_config = copy.deepcopy(point_config)
         run_config.seed = seed
         runs.append(Run(arm["label"], label, seed, run_config, len(points)))
+  arm_labels = {arm["label"] for arm in sweep.arms}
+  for key in ("reference", "untuned"):
+    names = sweep.get(key, "")
+    names = (names,) if isinstance(names, str) else names
+    missing = [n for n in names if n and n not in arm_labels]
+    if missing:
+      raise ValueError(f"sweep.{key} names {missing}, not arm labels; valid: "
+                       f"{', '.join(sorted(arm_labels))}")
   labels = [r.run_id for r in runs]
   if len(set(labels)) != len(labels):
     raise ValueError("two runs of the sweep have the same label; give arms distinct labels")

@@ -78,9 +78,12 @@ def make_eval_loss(model):
 
 
 def _eval_sums(model, params, model_state, batch):
+  """Summed loss, correct predictions and count over the real (weight 1) examples."""
   logits = model.apply({"params": params, **model_state}, batch["x"], train=False)
   loss, correct = _losses(logits, batch["y"])
-  return loss.sum(), correct.sum(), jnp.asarray(loss.size, jnp.float32)
+  weight = jnp.broadcast_to(
+      batch["weight"].reshape(batch["weight"].shape + (1,) * (loss.ndim - 1)), loss.shape)
+  return (loss * weight).sum(), (correct * weight).sum(), weight.sum()
 
 
 def evaluate(eval_fn, params, model_state, batches) -> dict[str, float]:
@@ -139,6 +142,11 @@ def _read_metrics(path: str, up_to_step: int) -> list[dict]:
   return [r for r in records if r["step"] <= up_to_step]
 
 
+def _rounded(record: dict) -> dict:
+  """Floats to 6 significant digits: the JSONL stays small enough to commit."""
+  return {k: float(f"{v:.6g}") if isinstance(v, float) else v for k, v in record.items()}
+
+
 def _json_default(x):
   if isinstance(x, (np.floating, np.integer)):
     return x.item()
@@ -163,29 +171,36 @@ def validate(config: ml_collections.ConfigDict) -> None:
       raise ValueError(f"{key} must be >= 1, got {config[key]}")
 
 
-@functools.lru_cache(maxsize=8)
-def _build(model_json: str, optimizer_json: str, sam_json: str, schedule: str,
-           context_length: int, num_classes: int, batches_per_epoch: int,
-           total_steps: int) -> types.SimpleNamespace:
-  """Model, optimizer and jitted functions, shared by runs that differ only in seed.
+@functools.lru_cache(maxsize=4)
+def _model_functions(model_json: str, context_length: int,
+                     num_classes: int) -> types.SimpleNamespace:
+  """The model and its jitted init/evaluation, shared by every run of the same model.
 
-  Reusing the same objects lets ``jax.jit`` reuse its compiled code across the seeds of a
-  sweep (and across runs in tests) instead of compiling them again.
+  Reusing the same objects lets ``jax.jit`` reuse compiled code across the runs of a
+  sweep (and the runs of the tests) instead of compiling it again.
   """
   config = ml_collections.ConfigDict({
       "model": json.loads(model_json), "context_length": context_length})
   model = models_lib.create_model(config, num_classes)
+  return types.SimpleNamespace(
+      model=model, init=jax.jit(functools.partial(model.init, train=False)),
+      eval_fn=jax.jit(functools.partial(_eval_sums, model)),
+      eval_loss=make_eval_loss(model),
+      loss_fn=make_loss_fn(model))
+
+
+@functools.lru_cache(maxsize=8)
+def _train_functions(model_json: str, context_length: int, num_classes: int,
+                     optimizer_json: str, sam_json: str, schedule: str,
+                     batches_per_epoch: int, total_steps: int) -> types.SimpleNamespace:
+  """The optimizer and the jitted train step, shared by runs that differ only in seed."""
+  model_fns = _model_functions(model_json, context_length, num_classes)
   tx = optimizers_lib.create_optimizer(
       ml_collections.ConfigDict(json.loads(optimizer_json)),
       ml_collections.ConfigDict(json.loads(sam_json)),
       batches_per_epoch=batches_per_epoch, total_steps=total_steps, schedule=schedule)
-  return types.SimpleNamespace(
-      model=model, tx=tx,
-      init=jax.jit(functools.partial(model.init, train=False)),
-      train_step=jax.jit(training.make_train_step(make_loss_fn(model), has_aux=True,
-                                                  has_state=True), donate_argnums=0),
-      eval_fn=jax.jit(functools.partial(_eval_sums, model)),
-      eval_loss=make_eval_loss(model))
+  step = training.make_train_step(model_fns.loss_fn, has_aux=True, has_state=True)
+  return types.SimpleNamespace(tx=tx, train_step=jax.jit(step, donate_argnums=0))
 
 
 # --- the run -----------------------------------------------------------------------------
@@ -233,17 +248,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
   batches = data_lib.BatchIterator(dataset, config.batch_size, config.seed,
                                    config.context_length)
-  built = _build(config.model.to_json(), config.optimizer.to_json(), config.sam.to_json(),
-                 config.schedule, config.context_length, dataset.num_classes,
-                 # Only in the key where they change the optimizer (else: recompiles).
-                 batches.steps_per_epoch if config.optimizer.name == "momsps_smooth" else 1,
-                 config.num_steps if config.schedule == "cosine" else 1)
-  model, train_step, eval_fn = built.model, built.train_step, built.eval_fn
+  model_key = (config.model.to_json(), config.context_length, dataset.num_classes)
+  model_fns = _model_functions(*model_key)
+  train_fns = _train_functions(
+      *model_key, config.optimizer.to_json(), config.sam.to_json(), config.schedule,
+      # Only in the key where they change the optimizer (else: needless recompiles).
+      batches.steps_per_epoch if config.optimizer.name == "momsps_smooth" else 1,
+      config.num_steps if config.schedule == "cosine" else 1)
+  model, train_step, eval_fn = model_fns.model, train_fns.train_step, model_fns.eval_fn
 
   sample = batches.batch(0)["x"][:1]
-  variables = built.init(jax.random.key(config.seed), sample)
+  variables = model_fns.init(jax.random.key(config.seed), sample)
   params = variables.pop("params")
-  state = training.TrainState.create(apply_fn=model.apply, params=params, tx=built.tx,
+  state = training.TrainState.create(apply_fn=model.apply, params=params, tx=train_fns.tx,
                                      model_state=dict(variables))
   state = jax.device_put(state, replicated)
 
@@ -295,7 +312,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         elif (lr := _learning_rate(config, step)) is not None:
           record["step_size"] = lr
         record["time"] = elapsed + time.perf_counter() - t0
-        log_file.write(json.dumps(record) + "\n")
+        log_file.write(json.dumps(_rounded(record)) + "\n")
         bar.set_postfix(loss=f"{record['loss']:.4f}", acc=f"{record['accuracy']:.3f}")
         if not math.isfinite(record["loss"]):
           diverged = True
@@ -303,7 +320,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
           break
       if done % config.eval_every == 0 and done != config.num_steps:
         ev = evaluate(eval_fn, state.params, state.model_state, test_batches)
-        log_file.write(json.dumps({"step": done, "split": "test", **ev}) + "\n")
+        log_file.write(json.dumps(_rounded({"step": done, "split": "test", **ev})) + "\n")
       if config.checkpoint_every and done % config.checkpoint_every == 0:
         log_file.flush()
         manager.save(done, args=ocp.args.StandardSave(
@@ -315,7 +332,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
   final_step = int(state.step)
   test = evaluate(eval_fn, state.params, state.model_state, test_batches)
-  log_file.write(json.dumps({"step": final_step, "split": "test", **test}) + "\n")
+  log_file.write(json.dumps(_rounded({"step": final_step, "split": "test", **test})) + "\n")
   log_file.close()
   train_batch = fixed_train_batch(dataset, config.train_eval_examples,
                                   config.context_length)
@@ -325,7 +342,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   if config.hessian.num_iterations and not diverged:
     probe = fixed_train_batch(dataset, config.hessian.batch_size, config.context_length)
     eigenvalue, iterations = hessian_lib.top_hessian_eigenvalue(
-        built.eval_loss, state.params, state.model_state, probe,
+        model_fns.eval_loss, state.params, state.model_state, probe,
         num_iterations=config.hessian.num_iterations, tol=config.hessian.tol,
         seed=config.seed)
   summary = {

@@ -82,6 +82,10 @@ def test_bad_configs_raise_clear_errors():
 
 def test_sweep_errors():
   config = default.get_config()
+  with pytest.raises(ValueError, match=r"sweep.reference names \['sgd'\], not arm labels"):
+    config.sweep.reference = "sgd"
+    sweep.expand(config)
+  config.sweep.reference, config.sweep.untuned = "", ()
   config.sweep.arms = [dict(label="a", grid=(("optimizer.lr", (0.1,)),))]
   with pytest.raises(KeyError, match="optimizer has no key 'lr'; valid: learning_rate"):
     sweep.expand(config)

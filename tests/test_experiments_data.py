@@ -79,3 +79,12 @@ def test_batch_larger_than_the_data_is_an_error(digits):
 def test_full_batch_is_the_whole_training_split(digits):
   b = data.BatchIterator(digits, 1440, seed=0).batch(5)
   assert sorted(b["y"].tolist()) == sorted(digits.train_y.tolist())
+
+
+def test_padded_evaluation_batches(digits):
+  batches = data.test_batches(digits, 256)
+  assert [b["x"].shape for b in batches] == [(256, 8, 8, 1)] * 2
+  assert sum(b["weight"].sum() for b in batches) == 357
+  np.testing.assert_array_equal(batches[1]["weight"][:101], 1.0)
+  np.testing.assert_array_equal(batches[1]["weight"][101:], 0.0)
+  np.testing.assert_array_equal(batches[1]["y"][:101], digits.test_y[256:])
