@@ -380,3 +380,15 @@ def test_decreasing_step_keeps_improving_where_the_capped_step_plateaus():
   assert abs(capped[-1] - capped[99]) < 0.1 * capped[-1]  # plateau
   assert decreasing[-1] < 0.7 * decreasing[99]  # still improving in the second half
   assert decreasing[-1] < 0.25 * capped[-1]
+
+
+def test_flax_frozen_param_tree():
+  from flax.core import freeze  # pylint: disable=import-outside-toplevel
+
+  params = freeze({'Dense_0': {'kernel': jnp.ones((2, 2)), 'bias': jnp.zeros(2)}})
+  grads = jax.tree.map(lambda p: jnp.full_like(p, 0.5), params)
+  tx = optaxplus.momsps(momentum=0.5)
+  updates, _ = jax.jit(tx.update)(grads, tx.init(params), params, value=0.3)
+  # −(1 − 0.5) · 0.3 / (1 · 6 · 0.25) · 0.5 on every entry.
+  chex.assert_trees_all_close(updates, jax.tree.map(lambda g: jnp.full_like(g, -0.05), grads),
+                              rtol=1e-6)
