@@ -7,6 +7,8 @@ each over a small learning-rate grid.
 
 from configs import default
 
+LAMB_LEARNING_RATES = (3e-4, 1e-3, 3e-3, 1e-2, 3e-2)
+
 
 def get_config():
   config = default.get_config()
@@ -26,9 +28,9 @@ def get_config():
                    "matrices) after the same clipping; Adam: optax.adam."),
       arms=[
           dict(label="alto", optimizer=dict(name="alto"),
-               grid=(("optimizer.learning_rate", (3e-3, 1e-2, 3e-2)),)),
+               grid=(("optimizer.learning_rate", LAMB_LEARNING_RATES),)),
           dict(label="lamb", optimizer=dict(name="lamb"),
-               grid=(("optimizer.learning_rate", (3e-3, 1e-2, 3e-2)),)),
+               grid=(("optimizer.learning_rate", LAMB_LEARNING_RATES),)),
           dict(label="adam", optimizer=dict(name="adam"),
                grid=(("optimizer.learning_rate", (1e-3, 3e-3, 1e-2)),)),
       ],

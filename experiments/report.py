@@ -180,8 +180,11 @@ def write(workdir: str, config, runs, results: dict, command: str) -> None:
       f"batch {config.batch_size}, {config.num_steps} steps (per-arm overrides below).",
       f"- Machine: {first['device_kind']} × {config.num_devices or jax.device_count()}, "
       f"JAX {jax.__version__}, Python {platform.python_version()}, "
-      f"{datetime.date.today().isoformat()}; sweep wall time "
-      f"{results.get('sweep_wall_time_s', float('nan')):.0f} s (this invocation).",
+      f"{datetime.date.today().isoformat()}.",
+      f"- Cost: {sum(sum(c['stats']['train_time_s']['values']) for c in configs):.0f} s of "
+      "training summed over runs (each run's wall time includes its first-step "
+      "compilation; seeds after the first reuse it); this invocation of the sweep took "
+      f"{results.get('sweep_wall_time_s', float('nan')):.0f} s (finished runs are not redone).",
       "- Top Hessian eigenvalue: power iteration with HVPs on a fixed training batch "
       f"of {config.hessian.batch_size}, BatchNorm in eval mode.",
       "- Best = by mean " + metric.replace("_", " ") + ", selected on the test split.", "",
