@@ -30,7 +30,10 @@ def _mean_curve(curves: list[list[dict]], split: str, key: str):
     return np.array(steps), values.mean(0), values.min(0), values.max(0)
 
 
-def _plot_curves(ax, configs, split, key, ylabel, log=False):
+def _plot_curves(ax, configs, split, key, ylabel, log=False, clip_above_start=False):
+  """Mean over seeds with a min-max band; ``clip_above_start``: the y axis stops at 3x
+  the median starting value, so one run that blows up does not flatten the others."""
+  starts = []
   for c in configs:
     curve = _mean_curve(c["curves"], split, key)
     if curve is None:
@@ -38,10 +41,14 @@ def _plot_curves(ax, configs, split, key, ylabel, log=False):
     steps, mean, lo, hi = curve
     (line,) = ax.plot(steps, mean, label=c["label"], lw=1.2)
     ax.fill_between(steps, lo, hi, color=line.get_color(), alpha=0.15, lw=0)
+    if np.isfinite(mean[0]):
+      starts.append(mean[0])
   ax.set_xlabel("step")
   ax.set_ylabel(ylabel)
   if log:
     ax.set_yscale("log")
+  if clip_above_start and starts:
+    ax.set_ylim(top=3 * float(np.median(starts)))
   ax.grid(alpha=0.3)
 
 
@@ -52,20 +59,21 @@ def write_all(workdir: str, config, results: dict) -> None:
   shown = report.best_per_arm(configs, metric)
   test_key = "perplexity" if metric == "test_perplexity" else "accuracy"
 
-  fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-  _plot_curves(axes[0], shown, "train", "loss", "train loss (mean over seeds)", log=True)
+  fig, axes = plt.subplots(1, 2, figsize=(13, 4))
+  _plot_curves(axes[0], shown, "train", "loss", "train loss (mean over seeds)", log=True,
+               clip_above_start=True)
   _plot_curves(axes[1], shown, "test", test_key, f"test {test_key}",
-               log=test_key == "perplexity")
-  axes[1].legend(fontsize=7, loc="best")
-  fig.suptitle(f"{config.sweep.name}: best config of each arm (band: min-max over seeds)",
-               fontsize=10)
+               log=test_key == "perplexity", clip_above_start=test_key == "perplexity")
+  axes[1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+  fig.suptitle(f"{config.sweep.name}: best config of each arm (band: min-max over seeds; "
+               "curves leaving the top blew up)", fontsize=10)
   fig.tight_layout()
   fig.savefig(os.path.join(workdir, "curves.png"), dpi=DPI)
   plt.close(fig)
 
-  fig, ax = plt.subplots(figsize=(6.5, 4))
+  fig, ax = plt.subplots(figsize=(9, 4))
   _plot_curves(ax, shown, "train", "step_size", "step size / learning rate", log=True)
-  ax.legend(fontsize=7, loc="best")
+  ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
   ax.set_title("step size taken (Polyak methods) or learning rate", fontsize=10)
   fig.tight_layout()
   fig.savefig(os.path.join(workdir, "step_size.png"), dpi=DPI)
@@ -81,15 +89,21 @@ def write_all(workdir: str, config, results: dict) -> None:
     std = np.array([c["stats"][key]["std"] for c in configs]) * (
         scale if key == metric else 1.0)
     finite = np.isfinite(mean)
+    # A run that blew up (e.g. perplexity 1e300) would flatten every other bar.
+    typical = np.median(np.abs(mean[finite])) if finite.any() else 0.0
+    shown = finite & (np.abs(mean) <= 50 * typical + 1e-12)
     y = np.arange(len(labels))
-    ax.barh(y[finite], mean[finite], xerr=std[finite], color="tab:blue", alpha=0.7)
+    ax.barh(y[shown], mean[shown], xerr=np.nan_to_num(std[shown], posinf=0.0),
+            color="tab:blue", alpha=0.7)
     for i in y[~finite]:
       ax.text(0, i, " diverged", va="center", fontsize=7, color="tab:red")
+    for i in y[finite & ~shown]:
+      ax.text(0, i, f" blew up ({mean[i]:.1e})", va="center", fontsize=7, color="tab:red")
     ax.set_yticks(y, labels, fontsize=7)
     ax.invert_yaxis()
     ax.set_title(title + (" (%)" if key == "test_accuracy" else ""), fontsize=10)
-    if finite.any() and key == "test_accuracy":
-      lo = float(np.min(mean[finite] - std[finite]))
+    if shown.any() and key == "test_accuracy":
+      lo = float(np.min(mean[shown] - std[shown]))
       ax.set_xlim(max(0.0, math.floor(lo - 2)), 100)
     ax.grid(axis="x", alpha=0.3)
   axes[1].tick_params(labelleft=False)

@@ -123,9 +123,14 @@ def _delta(c: dict, ref: dict, metric: str) -> str:
   scale = 100.0 if metric == "test_accuracy" else 1.0
   diff = (a["mean"] - b["mean"]) * scale
   noise = math.hypot(a["std"], b["std"]) * scale
-  mark = "" if abs(diff) > noise else " (within noise)"
+  mark = "" if abs(diff) > noise or not math.isfinite(noise) else " (within noise)"
   unit = " pp" if metric == "test_accuracy" else ""
-  return f"{diff:+.2f}{unit}{mark}"
+  return f"{_number(diff)}{unit}{mark}"
+
+
+def _number(x: float) -> str:
+  """Signed, two decimals; scientific beyond 1e4 (a run that blew up)."""
+  return f"{x:+.2f}" if abs(x) < 1e4 else f"{x:+.1e}"
 
 
 def _untuned_section(configs, metric, untuned_arms) -> list[str]:
@@ -141,7 +146,7 @@ def _untuned_section(configs, metric, untuned_arms) -> list[str]:
     if c["arm"] in untuned_arms:
       diff = (c["stats"][metric]["mean"] - top["stats"][metric]["mean"]) * scale
       lines.append(f"- **{c['label']}** (one run per seed, no tuning): "
-                   f"{_fmt(c['stats'][metric], scale)}, {diff:+.2f}{unit} vs the best "
+                   f"{_fmt(c['stats'][metric], scale)}, {_number(diff)}{unit} vs the best "
                    f"tuned baseline.")
   lines += ["", "Cost of the grids the untuned methods replace (runs = grid points × "
             "seeds, time = summed training wall time):", "",
