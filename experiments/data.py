@@ -137,6 +137,13 @@ class BatchIterator:
     self.seed = seed
     self.context_length = context_length
     self.steps_per_epoch = dataset.num_train // batch_size
+    # Batches in one pass over the data, the "epoch" of MomSPS_smooth's cap: for the
+    # language model every character read once (non-overlapping windows), not every
+    # window start (of which there are one per character).
+    if dataset.kind == "language_model":
+      self.batches_per_pass = max(1, len(dataset.train_y) // (context_length * batch_size))
+    else:
+      self.batches_per_pass = self.steps_per_epoch
     self._epoch = -1
     self._perm = None
 

@@ -253,7 +253,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   train_fns = _train_functions(
       *model_key, config.optimizer.to_json(), config.sam.to_json(), config.schedule,
       # Only in the key where they change the optimizer (else: needless recompiles).
-      batches.steps_per_epoch if config.optimizer.name == "momsps_smooth" else 1,
+      batches.batches_per_pass if config.optimizer.name == "momsps_smooth" else 1,
       config.num_steps if config.schedule == "cosine" else 1)
   model, train_step, eval_fn = model_fns.model, train_fns.train_step, model_fns.eval_fn
 

@@ -44,7 +44,10 @@ def test_stdlib_chars_windows(chars):
   np.testing.assert_array_equal(chars.test_x[:, 1:], chars.test_y[:, :-1])  # shifted by one
   for ids in (chars.train_y, chars.test_x):
     assert ids.min() >= 0 and ids.max() < data.VOCAB_SIZE
-  batch = data.BatchIterator(chars, 8, seed=0, context_length=16).batch(3)
+  iterator = data.BatchIterator(chars, 8, seed=0, context_length=16)
+  # One pass reads every character once: that is MomSPS_smooth's epoch.
+  assert iterator.batches_per_pass == len(chars.train_y) // (16 * 8)
+  batch = iterator.batch(3)
   assert batch["x"].shape == batch["y"].shape == (8, 16)
   np.testing.assert_array_equal(batch["x"][:, 1:], batch["y"][:, :-1])
   assert batch["x"].max() < data.VOCAB_SIZE
@@ -54,7 +57,7 @@ def test_stdlib_chars_windows(chars):
 
 def test_batches_are_a_function_of_seed_and_step(digits):
   it = data.BatchIterator(digits, 64, seed=3)
-  assert it.steps_per_epoch == 22
+  assert it.steps_per_epoch == it.batches_per_pass == 22
   b = it.batch(30)
   assert b["x"].shape == (64, 8, 8, 1) and b["y"].shape == (64,)
   assert b["y"].min() >= 0 and b["y"].max() <= 9
