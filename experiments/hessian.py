@@ -9,7 +9,7 @@ is the sharpness ``lambda_max`` of the SAM literature.
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable
+from typing import Callable
 
 import jax
 import jax.numpy as jnp

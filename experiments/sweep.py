@@ -13,7 +13,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import itertools
-import json
 import os
 import re
 import shlex

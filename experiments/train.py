@@ -31,13 +31,13 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-import orbax.checkpoint as ocp
 
 from experiments import cli
 from experiments import data as data_lib
 from experiments import hessian as hessian_lib
 from experiments import models as models_lib
 from experiments import optimizers as optimizers_lib
+from optaxplus import checkpoint as checkpoint_lib
 from optaxplus import training
 
 METRICS_FILE = "metrics.jsonl"
@@ -121,16 +121,9 @@ def make_mesh(num_devices: int) -> jax.sharding.Mesh:
 
 
 # --- checkpoints -------------------------------------------------------------------------
-def _checkpoint_manager(workdir: str, config) -> ocp.CheckpointManager:
-  options = ocp.CheckpointManagerOptions(max_to_keep=1, create=True,
-                                         enable_async_checkpointing=False)
-  return ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "checkpoints"),
-                               options=options)
-
-
-def _to_checkpoint(state, elapsed: float) -> dict[str, Any]:
-  return {"step": state.step, "params": state.params, "opt_state": state.opt_state,
-          "model_state": state.model_state, "elapsed": np.float64(elapsed)}
+def _checkpoint(state, elapsed: float) -> dict[str, Any]:
+  """What a checkpoint holds: the train state and the training wall time so far."""
+  return {"state": state, "elapsed": jnp.asarray(elapsed, jnp.float32)}
 
 
 def _read_metrics(path: str, up_to_step: int) -> list[dict]:
@@ -267,17 +260,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   with open(os.path.join(workdir, "config.json"), "w") as f:
     f.write(config.to_json(indent=1))
 
-  manager = _checkpoint_manager(workdir, config)
+  checkpoints = os.path.join(os.path.abspath(workdir), "checkpoints")
   start, elapsed = 0, 0.0
   metrics_path = os.path.join(workdir, METRICS_FILE)
-  if manager.latest_step() is not None:
-    restored = manager.restore(manager.latest_step(), args=ocp.args.StandardRestore(
-        _to_checkpoint(state, 0.0)))
-    state = state.replace(step=restored["step"], params=restored["params"],
-                          opt_state=restored["opt_state"],
-                          model_state=restored["model_state"])
-    state = jax.device_put(state, replicated)
-    start, elapsed = int(restored["step"]), float(restored["elapsed"])
+  try:
+    restored = checkpoint_lib.restore_checkpoint(checkpoints, _checkpoint(state, 0.0))
+  except FileNotFoundError:
+    pass
+  else:
+    state = restored["state"]
+    start, elapsed = int(state.step), float(restored["elapsed"])
     logging.info("resumed %s at step %d", workdir, start)
   records = _read_metrics(metrics_path, start)
   with open(metrics_path, "w") as f:
@@ -323,8 +315,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         log_file.write(json.dumps(_rounded({"step": done, "split": "test", **ev})) + "\n")
       if config.checkpoint_every and done % config.checkpoint_every == 0:
         log_file.flush()
-        manager.save(done, args=ocp.args.StandardSave(
-            _to_checkpoint(state, elapsed + time.perf_counter() - t0)))
+        checkpoint_lib.save_checkpoint(
+            checkpoints, _checkpoint(state, elapsed + time.perf_counter() - t0), step=done,
+            max_to_keep=1)
       bar.update(1)
   finally:
     bar.close()
@@ -357,7 +350,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   }
   with open(os.path.join(workdir, SUMMARY_FILE), "w") as f:
     json.dump(summary, f, indent=1, default=_json_default)
-  manager.close()
   return summary
 
 

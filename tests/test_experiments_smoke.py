@@ -20,6 +20,7 @@ SUITES = {
     "unified_sam": ("sgd-momentum (base)", "λ=1-1/t", "SAM every_k=2"),
     "large_batch": ("alto", "lamb"),
     "explore_small_batch": ("esgd", "eadam"),
+    "large_batch_gpu": ("alto",),  # at batch 32 here (see test_suite)
 }
 SINGLE_RUNS = ("default", "digits_mlp", "stdlib_lm")
 
@@ -79,6 +80,8 @@ def test_single_run(name, tmp_path):
 def test_suite(name, tmp_path):
   # Full-batch steps cost 22 small ones: fewer of them.
   config = _load(name, steps=6 if name == "large_batch" else 12)
+  if name == "large_batch_gpu":  # sized for an accelerator; the code path is the same
+    config.batch_size, config.num_devices = 32, 1
   config.sweep.arms = [arm for arm in config.sweep.arms if arm["label"] in SUITES[name]]
   assert len(config.sweep.arms) == len(SUITES[name])
   if config.sweep.reference not in SUITES[name]:
