@@ -26,7 +26,7 @@ def get_config():
   config = default.get_config()
   config.sweep = default.sweep_block(
       name="no_tuning_cnn",
-      seeds=(0, 1, 2),
+      seeds=(0, 1, 2, 3, 4),
       metric="test_accuracy",
       reference="sgd-momentum",
       untuned=tuple(a["label"] for a in untuned_arms()),

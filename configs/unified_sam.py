@@ -18,7 +18,7 @@ def get_config():
       "sgd", learning_rate=0.1, momentum=0.9, weight_decay=5e-4)
   config.sweep = default.sweep_block(
       name="unified_sam",
-      seeds=(0, 1, 2),
+      seeds=(0, 1, 2, 3, 4),
       metric="test_accuracy",
       reference="sgd-momentum (base)",
       description=("Base: SGD momentum 0.9, lr 0.1, weight decay 5e-4, constant lr. "
