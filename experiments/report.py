@@ -163,6 +163,15 @@ def _untuned_section(configs, metric, untuned_arms) -> list[str]:
   return lines + [""]
 
 
+def _invocation(results: dict) -> str:
+  trained = results.get("runs_trained", 0)
+  if not trained:
+    return "this report was regenerated from finished runs."
+  return (f"this invocation trained {trained} runs in "
+          f"{results.get('sweep_wall_time_s', float('nan')):.0f} s (finished runs are "
+          "not redone).")
+
+
 def write(workdir: str, config, runs, results: dict, command: str) -> None:
   """Writes ``results.md`` and ``summary.json`` into ``workdir``."""
   sweep = config.sweep
@@ -188,8 +197,7 @@ def write(workdir: str, config, runs, results: dict, command: str) -> None:
       f"{datetime.date.today().isoformat()}.",
       f"- Cost: {sum(sum(c['stats']['train_time_s']['values']) for c in configs):.0f} s of "
       "training summed over runs (each run's wall time includes its first-step "
-      "compilation; seeds after the first reuse it); this invocation of the sweep took "
-      f"{results.get('sweep_wall_time_s', float('nan')):.0f} s (finished runs are not redone).",
+      "compilation; seeds after the first reuse it); " + _invocation(results),
       "- Top Hessian eigenvalue: power iteration with HVPs on a fixed training batch "
       f"of {config.hessian.batch_size}, BatchNorm in eval mode.",
       "- Best = by mean " + metric.replace("_", " ") + ", selected on the test split.", "",

@@ -138,18 +138,21 @@ def run_sweep(config: ml_collections.ConfigDict, workdir: str,
   dataset = data_lib.load(runs[0].config)
   logging.info("sweep %s: %d runs in %s", config.sweep.name, len(runs), workdir)
   t0 = time.perf_counter()
+  trained = 0
   for i, run in enumerate(runs):
     run_dir = os.path.join(workdir, "runs", run.run_id)
     if os.path.exists(os.path.join(run_dir, train_lib.SUMMARY_FILE)):
       continue
     print(f"[{i + 1}/{len(runs)}] {run.label} seed={run.seed}", flush=True)
     summary = train_lib.train_and_evaluate(run.config, run_dir, dataset)
+    trained += 1
     if summary is None:  # stopped at stop_after_steps: leave the rest for the next call
       return {}
     if not config.sweep.get("keep_checkpoints", False):
       shutil.rmtree(os.path.join(run_dir, "checkpoints"), ignore_errors=True)
   results = report.collect(workdir, runs)
   results["sweep_wall_time_s"] = time.perf_counter() - t0
+  results["runs_trained"] = trained
   report.write(workdir, config, runs, results, command)
   plots.write_all(workdir, config, results)
   return results
