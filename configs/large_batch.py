@@ -2,7 +2,7 @@
 
 The whole 1,440-image training split is one batch (full-batch training); ALTO at its
 large-batch defaults (alpha=-5, b1=0.99), LAMB with the same global-norm clipping (1.0),
-each over a small learning-rate grid.
+each over a small learning-rate grid, then the best learning rate of each for 3x longer.
 """
 
 from configs import default
@@ -33,6 +33,11 @@ def get_config():
                grid=(("optimizer.learning_rate", LAMB_LEARNING_RATES),)),
           dict(label="adam", optimizer=dict(name="adam"),
                grid=(("optimizer.learning_rate", (1e-3, 3e-3, 1e-2)),)),
+      ] + [  # the best learning rate of each, trained 3x longer
+          dict(label=f"{name} 450 steps",
+               optimizer=dict(name=name, learning_rate=3e-3),
+               overrides={"num_steps": 450, "eval_every": 150, "checkpoint_every": 150})
+          for name in ("alto", "lamb", "adam")
       ],
   )
   return config

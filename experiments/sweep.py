@@ -182,7 +182,11 @@ def main(argv):
     sys.exit(f"error: bad suite config: {e}")
   results = run_sweep(config, workdir, command)
   if results:
-    print(f"results in {os.path.join(workdir, 'results.md')}")
+    with open(os.path.join(workdir, "results.md")) as f:
+      text = f.read()
+    best = text[text.index("## Best config of each arm"):].split("\n\n")[:2]
+    print("\n\n".join(best))
+    print(f"\nfull results: {os.path.join(workdir, 'results.md')}")
 
 
 if __name__ == "__main__":
