@@ -270,7 +270,9 @@ def unified_sam(
     gradient.
   - ``every_k > 1``: only calls with ``count % every_k == 0`` are SAM steps (the first
     call is one); the others hand ``grads`` to the base and do not run ``grad_fn``
-    (``lax.cond``). ``λ`` and ``ρ`` schedules count SAM steps only.
+    (``lax.cond``). ``λ`` and ``ρ`` schedules count SAM steps only. On XLA:CPU,
+    convolutions inside a ``lax.cond`` branch run many times slower (see
+    ``benchmarks/RESULTS.md``); there, alternate two jitted steps from Python instead.
   - ``axis_name`` (inside ``shard_map`` or ``pmap``): ``grads`` is the device's LOCAL
     gradient, each device perturbs with its own gradient (m-sharpness with ``m`` = the
     per-device batch) and the gradient given to the base is ``lax.pmean``-ed over
