@@ -22,7 +22,6 @@ a machine shared with other jobs the CPU-time ratios are the steadier estimate.
 
 import argparse
 
-import jax
 import optax
 
 from benchmarks import update_timing

@@ -21,6 +21,8 @@ import jax.numpy as jnp
 import optax
 
 from optaxplus._checks import check_range
+from optaxplus._wide import global_norm
+from optaxplus._wide import wide_dtype
 
 _Mask = Optional[Union[Any, Callable[[optax.Params], Any]]]
 
@@ -40,10 +42,6 @@ def _check_adam(b1: Any, b2: Any, eps: Any, b1_name: str, b2_name: str) -> None:
   check_range(b2_name, b2, 0.0, 1.0, high_open=True)
   # eps = 0 turns a coordinate whose gradient has always been 0 into 0/0.
   check_range("eps", eps, 0.0, low_open=True)
-
-
-def _compute_dtype(*arrays: jax.Array) -> jnp.dtype:
-  return jnp.result_type(jnp.float32, *(a.dtype for a in arrays))
 
 
 class ExploreState(NamedTuple):
@@ -132,13 +130,13 @@ def explore(
   reads_new_average = isinstance(b1, numbers.Real) and b1 >= 0.5
 
   def explored(g: jax.Array, m: jax.Array, coefficient) -> jax.Array:
-    dtype = _compute_dtype(g, m)
+    dtype = wide_dtype(g, m)
     g_c = g.astype(dtype)
     g_hat = g_c + coefficient * (g_c - m.astype(dtype))
     return jnp.where(jnp.isfinite(g_c), g_hat, 0).astype(g.dtype)
 
   def averaged(g: jax.Array, m: jax.Array) -> jax.Array:
-    dtype = _compute_dtype(g, m)
+    dtype = wide_dtype(g, m)
     g_c, m_c = g.astype(dtype), m.astype(dtype)
     m_new = m_c + (1 - b1) * (g_c - m_c)
     return jnp.where(jnp.isfinite(g_c), m_new, m_c).astype(m.dtype)
@@ -194,12 +192,9 @@ def clip_by_global_norm(
   """
   check_range("max_norm", max_norm, 0.0, low_open=True)
 
-  def squared_norm(u: jax.Array) -> jax.Array:
-    return jnp.sum(jnp.square(u.astype(_compute_dtype(u))))
-
   def update_fn(updates, state, params=None, **extra_args):
     del params, extra_args
-    norm = jnp.sqrt(optax.tree.sum(jax.tree.map(squared_norm, updates)))
+    norm = global_norm(updates)
     # `norm <= max_norm` is False for a NaN norm, so NaN spreads to every leaf.
     scale = jnp.where(norm <= max_norm, 1.0, max_norm / norm)
     clipped = jax.tree.map(lambda u: (u * scale).astype(u.dtype), updates)
@@ -237,7 +232,7 @@ def scale_by_trust_ratio() -> optax.GradientTransformationExtraArgs:
   """
 
   def scaled(u: jax.Array, w: jax.Array) -> jax.Array:
-    dtype = _compute_dtype(u, w)
+    dtype = wide_dtype(u, w)
     u_c = u.astype(dtype)
     w_norm = jnp.sqrt(jnp.sum(jnp.square(w.astype(dtype))))
     u_norm = jnp.sqrt(jnp.sum(jnp.square(u_c)))

@@ -41,6 +41,7 @@ import jax.numpy as jnp
 import optax
 
 from optaxplus._checks import check_range
+from optaxplus._wide import global_norm
 
 _MISSING_VALUE = (
     'This Polyak step needs the mini-batch loss at the current parameters: call '
@@ -85,9 +86,7 @@ def _polyak_step(
           f'value must be the scalar mean loss of the mini-batch, got shape '
           f'{jnp.shape(value)}. Reduce it (e.g. jnp.mean) before passing it.'
       )
-    grad_sq_norm = optax.tree.norm(
-        jax.tree.map(lambda g: g.astype(jnp.float32), updates), squared=True
-    )
+    grad_sq_norm = global_norm(updates, squared=True)
     gap = jnp.asarray(value, jnp.float32) - jnp.asarray(f_min, jnp.float32)
     informative = (
         jnp.isfinite(gap)

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import optax
 
 from optaxplus._checks import check_range
+from optaxplus._wide import wide
 
 ScalarOrSchedule = Union[float, jax.Array, optax.Schedule]
 LamLike = Union[float, jax.Array, str, Callable[[jax.Array], jax.Array]]
@@ -73,8 +74,6 @@ def _value_at(hyperparameter, count: jax.Array) -> jax.Array:
 
 def _ascent_vector(grads, params, rho, lam, adaptive, eta, eps):
   """Returns e = ρ(1 − λ + λ/(‖T g‖ + ε)) T² g, with T = I unless adaptive."""
-  # Norms in float32 or wider, also for bf16/fp16 leaves (METHODS.md, notation).
-  wide = lambda x: x.astype(jnp.promote_types(x.dtype, jnp.float32))
   if adaptive:
     # ASAM (Kwon et al. 2021): T = |w| + η on weight tensors, T = I on biases. The ASAM
     # code also scales PyTorch's norm scales (named "weight"); by ndim they are not.

@@ -22,6 +22,9 @@ import optax
 from flax import nnx
 from flax.training import train_state
 
+from optaxplus._wide import global_norm
+from optaxplus._wide import wide_dtype
+
 __all__ = ['MultiStepsValueState', 'TrainState', 'make_train_step', 'multi_steps',
            'nnx_grad_fn']
 
@@ -98,11 +101,6 @@ def _step_size(opt_state):
   if len(found) != 1 or jnp.shape(found[0][1]) != ():
     return None
   return found[0][1]
-
-
-def _global_norm(tree):
-  """The L2 norm of the whole tree, computed in float32 or wider."""
-  return optax.tree.norm(jax.tree.map(lambda x: x.astype(jnp.promote_types(x.dtype, jnp.float32)), tree))
 
 
 def _reduce_over_devices(tree, axis_name, integer_reduction):
@@ -256,8 +254,7 @@ def make_train_step(loss_fn: Callable[..., Any], *, has_aux: bool = False,
 
     # Sums in float32 or wider, also for bfloat16 params.
     init = (model_state, jnp.zeros((), jnp.float32),
-            jax.tree.map(lambda p: jnp.zeros(p.shape, jnp.promote_types(p.dtype, jnp.float32)),
-                         params))
+            jax.tree.map(lambda p: jnp.zeros(p.shape, wide_dtype(p)), params))
     if axis_name is not None:
       init = _device_varying(init, axis_name)
     (model_state, loss_sum, grad_sum), auxs = jax.lax.scan(
@@ -300,7 +297,7 @@ def make_train_step(loss_fn: Callable[..., Any], *, has_aux: bool = False,
     state = state.apply_gradients(
         grads=local_grads if local_gradients else grads, value=loss, grad_fn=grad_fn,
         model_state=model_state)
-    metrics = {'loss': loss, 'grad_norm': _global_norm(grads)}
+    metrics = {'loss': loss, 'grad_norm': global_norm(grads)}
     step_size = _step_size(state.opt_state)
     if step_size is not None:
       metrics['step_size'] = step_size

@@ -1,6 +1,5 @@
 """Tests of optaxplus.polyak against the float64 transcription in tests/references/polyak.py."""
 
-import functools
 
 import chex
 import jax
