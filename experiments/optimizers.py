@@ -109,9 +109,10 @@ def momo(learning_rate: float = 1.0, beta: float = 0.9, lower_bound: float = 0.0
 
 
 # --- optaxplus.polyak ---------------------------------------------------------------------
-@register
-def sps(c: float = 0.5, max_learning_rate: float = 1.0, f_min: float = 0.0):
-  return optaxplus.sps(c=c, max_learning_rate=max_learning_rate, f_min=f_min)
+# The library's factories themselves: their signatures (and defaults) are the config keys.
+for _polyak_factory in (optaxplus.sps, optaxplus.decsps, optaxplus.adasps, optaxplus.momsps,
+                        optaxplus.momsps_smooth, optaxplus.momdecsps, optaxplus.momadasps):
+  register(_polyak_factory)
 
 
 @register
@@ -124,44 +125,6 @@ def sps_naive_momentum(c: float = 0.5, max_learning_rate: float = 1.0,
   """
   return optax.chain(optaxplus.sps(c=c, max_learning_rate=max_learning_rate, f_min=f_min),
                      optax.trace(decay=momentum))
-
-
-@register
-def decsps(c: float = 1.0, max_learning_rate: float = 10.0, f_min: float = 0.0):
-  return optaxplus.decsps(c=c, max_learning_rate=max_learning_rate, f_min=f_min)
-
-
-@register
-def adasps(c: float = 1.0, f_min: float = 0.0):
-  return optaxplus.adasps(c=c, f_min=f_min)
-
-
-@register
-def momsps(c: float = 1.0, max_learning_rate: float = 10.0, momentum: float = 0.9,
-           f_min: float = 0.0):
-  """MomSPS_max at the reference defaults."""
-  return optaxplus.momsps(c=c, max_learning_rate=max_learning_rate, momentum=momentum,
-                       f_min=f_min)
-
-
-@register
-def momsps_smooth(c: float = 1.0, momentum: float = 0.9, tau: float = 2.0,
-                  init_step: float = 1.0, f_min: float = 0.0, batches_per_epoch: int = 1):
-  """MomSPS_smooth; ``batches_per_epoch`` comes from the data, not from the config."""
-  return optaxplus.momsps_smooth(c=c, momentum=momentum, batches_per_epoch=batches_per_epoch,
-                              tau=tau, init_step=init_step, f_min=f_min)
-
-
-@register
-def momdecsps(c: float = 1.0, max_learning_rate: float = 10.0, momentum: float = 0.9,
-              f_min: float = 0.0):
-  return optaxplus.momdecsps(c=c, max_learning_rate=max_learning_rate, momentum=momentum,
-                          f_min=f_min)
-
-
-@register
-def momadasps(c: float = 1.0, momentum: float = 0.9, f_min: float = 0.0):
-  return optaxplus.momadasps(c=c, momentum=momentum, f_min=f_min)
 
 
 # --- optaxplus.exploration ------------------------------------------------------------------
