@@ -1,12 +1,49 @@
 """Construction-time checks of hyperparameters, shared by every optaxplus factory.
 
-A hyperparameter given as a Python number is checked when the optimizer is built; an array
-is not, because under ``optax.inject_hyperparams`` it is a tracer whose value is unknown
-until the update runs (and reading it there would force a host sync).
+A hyperparameter is checked when the optimizer is built, whether it is a Python number, a
+NumPy scalar or a concrete JAX array. Only tracers are exempt: under
+``optax.inject_hyperparams`` or ``jax.vmap`` their value is unknown until the update runs,
+and reading it there would force a host sync. Everything that is not a real number — a
+bool, ``None``, a string, a list, a complex or non-scalar array — is a ``TypeError``; a
+number outside its range, NaN, or an infinity where a finite value is needed is a
+``ValueError``. Both name the argument and what it accepts.
 """
 
 import numbers
 from typing import Any
+
+import jax
+import numpy as np
+
+
+def is_tracer(value: Any) -> bool:
+  """Whether ``value`` is a JAX tracer, whose value cannot be read at construction."""
+  return isinstance(value, jax.core.Tracer)
+
+
+def _range_text(low, high, low_open, high_open) -> str:
+  left = '(' if low_open or low is None else '['
+  right = ')' if high_open or high is None else ']'
+  low_text = '-inf' if low is None else float(low)
+  high_text = 'inf' if high is None else float(high)
+  return f'{left}{low_text}, {high_text}{right}'
+
+
+def _as_real(name: str, value: Any, expected: str) -> float:
+  """``value`` as a Python float, or a ``TypeError`` if it is not one real scalar."""
+  if isinstance(value, (bool, np.bool_)):
+    raise TypeError(f'{name} must be {expected}, got the bool {value}.')
+  if isinstance(value, numbers.Real):
+    return float(value)
+  if isinstance(value, (np.ndarray, np.generic, jax.Array)):
+    dtype = np.dtype(value.dtype)
+    if np.ndim(value) == 0 and (np.issubdtype(dtype, np.integer)
+                                or np.issubdtype(dtype, np.floating)):
+      return float(np.asarray(value))
+    raise TypeError(
+        f'{name} must be {expected}, got an array of shape {np.shape(value)} and dtype '
+        f'{dtype}.')
+  raise TypeError(f'{name} must be {expected}, got {type(value).__name__} {value!r}.')
 
 
 def check_range(
@@ -17,33 +54,63 @@ def check_range(
     *,
     low_open: bool = False,
     high_open: bool = False,
+    allow_inf: bool = False,
+    integer: bool = False,
+    allow_schedule: bool = False,
 ) -> None:
-  """Raises ``ValueError`` naming ``name`` and its valid range if ``value`` lies outside it.
+  """Raises if ``value`` is not a real number in the given range (tracers are exempt).
 
   Args:
     name: the argument's name, as the user typed it.
-    value: the value given; only real Python/NumPy numbers are checked.
+    value: the value given: a Python or NumPy number, or a scalar array.
     low: the lower bound, or None for none.
     high: the upper bound, or None for none.
     low_open: whether ``low`` itself is excluded.
     high_open: whether ``high`` itself is excluded.
+    allow_inf: whether an infinity inside the range is accepted (e.g. "no cap").
+    integer: whether the value must be a whole number.
+    allow_schedule: whether a callable (an optax schedule ``step -> value``) is accepted.
+
+  Raises:
+    TypeError: ``value`` is not a real scalar (bools, None, strings, sequences, complex
+      or non-scalar arrays), or not whole where ``integer`` is set.
+    ValueError: ``value`` is NaN, infinite where a finite value is needed, or out of range.
 
   Examples:
     >>> check_range('momentum', 0.9, 0.0, 1.0, high_open=True)
     >>> check_range('c', 0.0, 0.0, low_open=True)
     Traceback (most recent call last):
     ...
-    ValueError: c must be in (0.0, inf), got 0.0.
+    ValueError: c must be a finite number in (0.0, inf), got 0.0.
+    >>> check_range('momentum', True, 0.0, 1.0, high_open=True)
+    Traceback (most recent call last):
+    ...
+    TypeError: momentum must be a finite number in [0.0, 1.0), got the bool True.
   """
-  if not isinstance(value, numbers.Real) or isinstance(value, bool):
+  if is_tracer(value) or (allow_schedule and callable(value)):
     return
-  too_low = low is not None and (value <= low if low_open else value < low)
-  too_high = high is not None and (value >= high if high_open else value > high)
-  if too_low or too_high or value != value:  # value != value: NaN
-    left = '(' if low_open or low is None else '['
-    right = ')' if high_open or high is None else ']'
-    low_text = '-inf' if low is None else float(low)
-    high_text = 'inf' if high is None else float(high)
-    raise ValueError(
-        f'{name} must be in {left}{low_text}, {high_text}{right}, got {value}.'
-    )
+  kind = 'a whole number' if integer else 'a number' if allow_inf else 'a finite number'
+  expected = f'{kind} in {_range_text(low, high, low_open, high_open)}'
+  if allow_schedule:
+    expected += ' or a schedule (a callable of the step)'
+  number = _as_real(name, value, expected)
+  if integer and not (np.isfinite(number) and number == int(number)):
+    raise TypeError(f'{name} must be {expected}, got {value!r}.')
+  too_low = low is not None and (number <= low if low_open else number < low)
+  too_high = high is not None and (number >= high if high_open else number > high)
+  not_finite = np.isnan(number) or (np.isinf(number) and not allow_inf)
+  if too_low or too_high or not_finite:
+    raise ValueError(f'{name} must be {expected}, got {value!r}.')
+
+
+def check_bool(name: str, value: Any) -> None:
+  """Raises ``TypeError`` unless ``value`` is a Python or NumPy bool.
+
+  Examples:
+    >>> check_bool('adaptive', 'yes')
+    Traceback (most recent call last):
+    ...
+    TypeError: adaptive must be True or False, got str 'yes'.
+  """
+  if not isinstance(value, (bool, np.bool_)):
+    raise TypeError(f'{name} must be True or False, got {type(value).__name__} {value!r}.')
