@@ -5,6 +5,8 @@ Modules: ``polyak`` (SPS and MomSPS step sizes), ``sharpness`` (Unified SAM), ``
 data parallel, orbax checkpoints). Everything public is re-exported here.
 """
 
+__version__ = '0.1.0'
+
 from optaxplus import checkpoint
 from optaxplus import parallel
 from optaxplus import training
