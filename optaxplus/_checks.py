@@ -13,6 +13,7 @@ import numbers
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 
@@ -37,8 +38,8 @@ def _as_real(name: str, value: Any, expected: str) -> float:
     return float(value)
   if isinstance(value, (np.ndarray, np.generic, jax.Array)):
     dtype = np.dtype(value.dtype)
-    if np.ndim(value) == 0 and (np.issubdtype(dtype, np.integer)
-                                or np.issubdtype(dtype, np.floating)):
+    if np.ndim(value) == 0 and (jnp.issubdtype(dtype, jnp.integer)
+                                or jnp.issubdtype(dtype, jnp.floating)):
       return float(np.asarray(value))
     raise TypeError(
         f'{name} must be {expected}, got an array of shape {np.shape(value)} and dtype '

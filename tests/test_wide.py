@@ -1,0 +1,84 @@
+"""Tests of optaxplus._wide.global_norm against float64 NumPy."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from optaxplus._wide import global_norm
+
+
+def numpy_norm(tree) -> float:
+  """‖x‖ in float64 NumPy, scaled by hand so that it cannot under/overflow."""
+  leaves = [np.asarray(x).astype(np.complex128).ravel() for x in jax.tree.leaves(tree)]
+  flat = np.concatenate(leaves) if leaves else np.zeros(0)
+  scale = np.max(np.abs(flat), initial=0.0)
+  return 0.0 if scale == 0 else float(scale * np.sqrt(np.sum(np.abs(flat / scale) ** 2)))
+
+
+def tree_at(magnitude: float, dtype=jnp.float32):
+  rng = np.random.RandomState(0)
+  return {'w': jnp.asarray(rng.randn(5, 3) * magnitude, dtype),
+          'inner': {'b': jnp.asarray(rng.randn(3) * magnitude, dtype), 'empty': {}},
+          'scalar': jnp.asarray(magnitude, dtype)}
+
+
+@pytest.mark.parametrize('magnitude', [1e-30, 1e-20, 1e-3, 1.0, 1e3, 1e20, 1e30])
+@pytest.mark.parametrize('use_jit', [False, True])
+def test_exact_over_the_float32_range(magnitude, use_jit):
+  tree = tree_at(magnitude)
+  norm_fn = jax.jit(global_norm) if use_jit else global_norm
+  norm = norm_fn(tree)
+  assert norm.dtype == jnp.float32
+  np.testing.assert_allclose(float(norm), numpy_norm(tree), rtol=1e-6)
+
+
+@pytest.mark.parametrize('magnitude', [1e-18, 1.0, 1e18])
+def test_squared(magnitude):
+  tree = tree_at(magnitude)
+  np.testing.assert_allclose(float(global_norm(tree, squared=True)), numpy_norm(tree) ** 2,
+                             rtol=1e-6)
+
+
+def test_low_precision_leaves_sum_in_float32():
+  # A bf16 sum of 65536 ones stalls at 256; float32 is exact.
+  tree = {'a': jnp.ones(65536, jnp.bfloat16), 'b': jnp.ones(3, jnp.float16)}
+  assert float(global_norm(tree, squared=True)) == 65539.0
+  assert global_norm(tree).dtype == jnp.float32
+
+
+def test_complex_leaves_count_modulus():
+  tree = {'z': jnp.array([1 + 1j, 2 - 1j, -3j], jnp.complex64), 'x': jnp.array([2.0])}
+  np.testing.assert_allclose(float(global_norm(tree, squared=True)), 2 + 5 + 9 + 4, rtol=1e-7)
+
+
+def test_float64_params_give_float64_norm():
+  with jax.enable_x64(True):
+    for magnitude in (1e-200, 1.0, 1e200):
+      tree = tree_at(magnitude, jnp.float64)
+      norm = global_norm(tree)
+      assert norm.dtype == jnp.float64
+      np.testing.assert_allclose(float(norm), numpy_norm(tree), rtol=1e-14)
+
+
+def test_zero_empty_and_non_finite():
+  assert float(global_norm({'a': jnp.zeros(3)})) == 0.0
+  assert float(global_norm({})) == 0.0
+  assert np.isnan(float(global_norm({'a': jnp.array([1.0, jnp.nan])})))
+  assert not np.isfinite(float(global_norm({'a': jnp.array([1.0, jnp.inf])})))
+
+
+def test_gradient_is_x_over_norm_also_for_tiny_trees():
+  for x in (jnp.array([3.0, 4.0]), jnp.array([3e-30, 4e-30])):
+    np.testing.assert_allclose(jax.grad(lambda v: global_norm({'a': v}))(x), [0.6, 0.8],
+                               rtol=1e-6)
+  assert np.all(jax.grad(lambda v: global_norm({'a': v}))(jnp.zeros(2)) == 0)
+
+
+def test_one_read_of_the_tree():
+  """The three sums (plain, scaled up, scaled down) share one pass over the leaves."""
+  tree = {'a': jnp.ones((512, 512)), 'b': jnp.ones((256, 1024), jnp.bfloat16)}
+  tree_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(tree))
+  cost = jax.jit(global_norm).lower(tree).compile().cost_analysis()
+  cost = cost[0] if isinstance(cost, list) else cost
+  assert cost['bytes accessed'] / tree_bytes < 1.01
