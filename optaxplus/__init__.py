@@ -3,23 +3,21 @@
 Modules: ``polyak`` (SPS and MomSPS step sizes), ``sharpness`` (Unified SAM), ``exploration``
 (the adaptor E and ALTO), ``training`` / ``parallel`` / ``checkpoint`` (Flax train steps,
 data parallel, orbax checkpoints). Everything public is re-exported here.
+
+The optimizers need only JAX, optax, chex and NumPy. The training layer is imported on
+first use: ``TrainState``, ``nnx_grad_fn`` and the checkpoints need the ``flax`` extra
+(``pip install 'optaxplus[flax]'``) and say so when it is missing.
 """
 
-__version__ = '0.1.0'
+import importlib
+from typing import Any
 
-from optaxplus import checkpoint
-from optaxplus import parallel
-from optaxplus import training
-from optaxplus.checkpoint import restore_checkpoint
-from optaxplus.checkpoint import save_checkpoint
 from optaxplus.exploration import ExploreState
 from optaxplus.exploration import alto
 from optaxplus.exploration import eadam
 from optaxplus.exploration import eadamw
 from optaxplus.exploration import esgd
 from optaxplus.exploration import explore
-from optaxplus.parallel import data_parallel
-from optaxplus.parallel import shard_batch
 from optaxplus.polyak import PolyakStepState
 from optaxplus.polyak import adasps
 from optaxplus.polyak import decsps
@@ -39,8 +37,50 @@ from optaxplus.sharpness import sam
 from optaxplus.sharpness import sam_perturbation
 from optaxplus.sharpness import unified_sam
 from optaxplus.sharpness import usam
-from optaxplus.training import MultiStepsValueState
-from optaxplus.training import TrainState
-from optaxplus.training import make_train_step
-from optaxplus.training import multi_steps
-from optaxplus.training import nnx_grad_fn
+
+__version__ = '0.1.0'
+
+# Loaded on first access (PEP 562): name -> the module that defines it.
+_LAZY = {
+    'checkpoint': 'optaxplus.checkpoint',
+    'parallel': 'optaxplus.parallel',
+    'training': 'optaxplus.training',
+    'restore_checkpoint': 'optaxplus.checkpoint',
+    'save_checkpoint': 'optaxplus.checkpoint',
+    'data_parallel': 'optaxplus.parallel',
+    'shard_batch': 'optaxplus.parallel',
+    'MultiStepsValueState': 'optaxplus.training',
+    'TrainState': 'optaxplus.training',
+    'make_train_step': 'optaxplus.training',
+    'multi_steps': 'optaxplus.training',
+    'nnx_grad_fn': 'optaxplus.training',
+}
+
+__all__ = [
+    # polyak
+    'PolyakStepState', 'adasps', 'decsps', 'momadasps', 'momdecsps', 'momsps',
+    'momsps_smooth', 'scale_by_adasps', 'scale_by_decsps', 'scale_by_sps',
+    'scale_by_sps_smooth', 'sps',
+    # sharpness
+    'SAMPerturbationState', 'UnifiedSAMState', 'asam', 'sam', 'sam_perturbation',
+    'unified_sam', 'usam',
+    # exploration
+    'ExploreState', 'alto', 'eadam', 'eadamw', 'esgd', 'explore',
+    # training, parallel, checkpoint (lazy)
+    'MultiStepsValueState', 'TrainState', 'make_train_step', 'multi_steps', 'nnx_grad_fn',
+    'data_parallel', 'shard_batch', 'restore_checkpoint', 'save_checkpoint',
+]
+
+
+def __getattr__(name: str) -> Any:
+  """Imports the training layer on first use; a missing extra raises ``ImportError`` then."""
+  if name not in _LAZY:
+    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+  module = importlib.import_module(_LAZY[name])
+  value = module if module.__name__ == f'{__name__}.{name}' else getattr(module, name)
+  globals()[name] = value  # later accesses skip __getattr__
+  return value
+
+
+def __dir__() -> list[str]:
+  return sorted(set(globals()) | set(_LAZY))

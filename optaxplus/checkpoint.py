@@ -14,7 +14,13 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import orbax.checkpoint as ocp
+
+from optaxplus.training import _missing_extra
+
+try:
+  import orbax.checkpoint as ocp
+except ImportError as error:
+  raise _missing_extra('optaxplus.checkpoint', 'orbax-checkpoint', error) from error
 
 __all__ = ['save_checkpoint', 'restore_checkpoint']
 

@@ -7,7 +7,12 @@ parallelism must average the loss and the gradient before the optimizer sees the
 This module supplies a :class:`TrainState` that forwards both, a train-step builder
 :func:`make_train_step` (one device, ``shard_map``/``pmap`` with an ``axis_name``,
 in-step gradient accumulation) and :func:`nnx_grad_fn`, the ``grad_fn`` for
-``flax.nnx`` models.
+``flax.nnx`` models. :func:`multi_steps` is ``optax.MultiSteps`` with the mean loss
+passed on and non-finite micro-batches skipped.
+
+Only :class:`TrainState` and :func:`nnx_grad_fn` need Flax (the ``flax`` extra,
+``pip install 'optaxplus[flax]'``); :func:`make_train_step` and :func:`multi_steps` need
+only JAX and optax.
 """
 
 from __future__ import annotations
@@ -19,80 +24,100 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import optax
-from flax import nnx
-from flax.training import train_state
 
 from optaxplus._wide import global_norm
 from optaxplus._wide import wide_dtype
+
+try:  # The flax extra: TrainState is defined only with it (see __getattr__ below).
+  from flax.training import train_state
+except ImportError as error:
+  train_state = None
+  _FLAX_IMPORT_ERROR = error
 
 __all__ = ['MultiStepsValueState', 'TrainState', 'make_train_step', 'multi_steps',
            'nnx_grad_fn']
 
 
-class TrainState(train_state.TrainState):
-  """A Linen ``TrainState`` whose ``apply_gradients`` forwards extra args to ``tx``.
+def _missing_extra(what: str, package: str, error: ImportError) -> ImportError:
+  """The error for ``what`` used without ``package``, which the ``flax`` extra installs."""
+  return ImportError(f"{what} needs {package}, which optaxplus's 'flax' extra installs: "
+                     f"pip install 'optaxplus[flax]' ({error})")
 
-  Drop-in for ``flax.training.train_state.TrainState``. ``create`` wraps ``tx`` with
-  ``optax.with_extra_args_support`` so any optax transform accepts ``value=`` and
-  ``grad_fn=``; ``model_state`` carries the mutable variable collections of the model
-  (e.g. ``{'batch_stats': ...}``), ``None`` when it has none.
 
-  Examples:
-    >>> import jax, jax.numpy as jnp, optax
-    >>> params = {'w': jnp.ones(3)}
-    >>> state = TrainState.create(apply_fn=None, params=params,
-    ...                           tx=optax.polyak_sgd(max_learning_rate=1.0))
-    >>> loss_fn = lambda p: jnp.sum(p['w'] ** 2)
-    >>> loss, grads = jax.value_and_grad(loss_fn)(state.params)
-    >>> state = state.apply_gradients(grads=grads, value=loss)
-    >>> state.params['w']
-    Array([0.5, 0.5, 0.5], dtype=float32)
-  """
+def __getattr__(name: str) -> Any:
+  """``TrainState`` without Flax: an ``ImportError`` naming the extra (PEP 562)."""
+  if name == 'TrainState' and train_state is None:
+    raise _missing_extra('optaxplus.TrainState', 'Flax', _FLAX_IMPORT_ERROR) from (
+        _FLAX_IMPORT_ERROR)
+  raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
 
-  model_state: Any = None
 
-  @classmethod
-  def create(cls, *, apply_fn, params, tx, **kwargs):
-    """Creates a state with ``step=0`` and ``opt_state = tx.init(params)``.
+if train_state is not None:
 
-    Args:
-      apply_fn: usually ``model.apply``; stored, not traced.
-      params: the parameters ``tx`` updates.
-      tx: any optax ``GradientTransformation``; wrapped to accept extra args.
-      **kwargs: other fields, e.g. ``model_state={'batch_stats': ...}``.
+  class TrainState(train_state.TrainState):
+    """A Linen ``TrainState`` whose ``apply_gradients`` forwards extra args to ``tx``.
 
-    Returns:
-      A new ``TrainState``.
+    Drop-in for ``flax.training.train_state.TrainState``. ``create`` wraps ``tx`` with
+    ``optax.with_extra_args_support`` so any optax transform accepts ``value=`` and
+    ``grad_fn=``; ``model_state`` carries the mutable variable collections of the model
+    (e.g. ``{'batch_stats': ...}``), ``None`` when it has none.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp, optax
+      >>> params = {'w': jnp.ones(3)}
+      >>> state = TrainState.create(apply_fn=None, params=params,
+      ...                           tx=optax.polyak_sgd(max_learning_rate=1.0))
+      >>> loss_fn = lambda p: jnp.sum(p['w'] ** 2)
+      >>> loss, grads = jax.value_and_grad(loss_fn)(state.params)
+      >>> state = state.apply_gradients(grads=grads, value=loss)
+      >>> state.params['w']
+      Array([0.5, 0.5, 0.5], dtype=float32)
     """
-    return super().create(apply_fn=apply_fn, params=params,
-                          tx=optax.with_extra_args_support(tx), **kwargs)
 
-  def apply_gradients(self, *, grads, **kwargs):
-    """Applies ``tx`` to ``grads``, forwarding extra args such as ``value`` and ``grad_fn``.
+    model_state: Any = None
 
-    Args:
-      grads: gradients with the structure of ``params``.
-      **kwargs: names of fields of this state are ``replace``-d (as in Flax, e.g.
-        ``model_state=``); every other keyword goes to ``tx.update``.
+    @classmethod
+    def create(cls, *, apply_fn, params, tx, **kwargs):
+      """Creates a state with ``step=0`` and ``opt_state = tx.init(params)``.
 
-    Returns:
-      The state with ``step`` incremented and ``params``, ``opt_state`` updated.
-    """
-    fields = {field.name for field in dataclasses.fields(self)}
-    replaced = {k: v for k, v in kwargs.items() if k in fields}
-    extra_args = {k: v for k, v in kwargs.items() if k not in fields}
-    # As in Flax: fp8 scales under OVERWRITE_WITH_GRADIENT are replaced, not optimized.
-    overwrite = isinstance(grads, Mapping) and train_state.OVERWRITE_WITH_GRADIENT in grads
-    opt_grads, opt_params = ((grads['params'], self.params['params']) if overwrite
-                             else (grads, self.params))
-    updates, opt_state = self.tx.update(opt_grads, self.opt_state, opt_params,
-                                        **extra_args)
-    params = optax.apply_updates(opt_params, updates)
-    if overwrite:
-      params = {'params': params, train_state.OVERWRITE_WITH_GRADIENT:
-                grads[train_state.OVERWRITE_WITH_GRADIENT]}
-    return self.replace(step=self.step + 1, params=params, opt_state=opt_state,
-                        **replaced)
+      Args:
+        apply_fn: usually ``model.apply``; stored, not traced.
+        params: the parameters ``tx`` updates.
+        tx: any optax ``GradientTransformation``; wrapped to accept extra args.
+        **kwargs: other fields, e.g. ``model_state={'batch_stats': ...}``.
+
+      Returns:
+        A new ``TrainState``.
+      """
+      return super().create(apply_fn=apply_fn, params=params,
+                            tx=optax.with_extra_args_support(tx), **kwargs)
+
+    def apply_gradients(self, *, grads, **kwargs):
+      """Applies ``tx`` to ``grads``, forwarding extra args such as ``value`` and ``grad_fn``.
+
+      Args:
+        grads: gradients with the structure of ``params``.
+        **kwargs: names of fields of this state are ``replace``-d (as in Flax, e.g.
+          ``model_state=``); every other keyword goes to ``tx.update``.
+
+      Returns:
+        The state with ``step`` incremented and ``params``, ``opt_state`` updated.
+      """
+      fields = {field.name for field in dataclasses.fields(self)}
+      replaced = {k: v for k, v in kwargs.items() if k in fields}
+      extra_args = {k: v for k, v in kwargs.items() if k not in fields}
+      # As in Flax: fp8 scales under OVERWRITE_WITH_GRADIENT are replaced, not optimized.
+      overwrite = isinstance(grads, Mapping) and train_state.OVERWRITE_WITH_GRADIENT in grads
+      opt_grads, opt_params = ((grads['params'], self.params['params']) if overwrite
+                               else (grads, self.params))
+      updates, opt_state = self.tx.update(opt_grads, self.opt_state, opt_params,
+                                          **extra_args)
+      params = optax.apply_updates(opt_params, updates)
+      if overwrite:
+        params = {'params': params, train_state.OVERWRITE_WITH_GRADIENT:
+                  grads[train_state.OVERWRITE_WITH_GRADIENT]}
+      return self.replace(step=self.step + 1, params=params, opt_state=opt_state,
+                          **replaced)
 
 
 def _step_size(opt_state):
@@ -378,8 +403,8 @@ def multi_steps(optimizer: optax.GradientTransformation, every_k_schedule: Any,
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
-def nnx_grad_fn(loss_fn: Callable[..., Any], model: nnx.Module, *args,
-                wrt: Any = nnx.Param, has_aux: bool = False):
+def nnx_grad_fn(loss_fn: Callable[..., Any], model: Any, *args, wrt: Any = None,
+                has_aux: bool = False):
   """The SAM ``grad_fn`` for an NNX model: gradient at given params, model untouched.
 
   ``grad_fn(params)`` merges ``params`` (a pure state, as ``nnx.Optimizer.update`` hands
@@ -392,12 +417,16 @@ def nnx_grad_fn(loss_fn: Callable[..., Any], model: nnx.Module, *args,
     loss_fn: ``loss_fn(model, *args)`` returning the scalar loss, or ``(loss, aux)``.
     model: the model whose current non-``wrt`` state the perturbed pass uses.
     *args: the batch (and anything else ``loss_fn`` takes), the same as the clean pass.
-    wrt: the variable filter the gradient is taken for, as in ``nnx.Optimizer``.
+    wrt: the variable filter the gradient is taken for, as in ``nnx.Optimizer``;
+      ``None`` (the default) is ``nnx.Param``.
     has_aux: ``loss_fn`` returns ``(loss, aux)``; ``aux`` is discarded.
 
   Returns:
     ``grad_fn(params) -> grads``, to pass as ``optimizer.update(model, grads,
     value=loss, grad_fn=grad_fn)``.
+
+  Raises:
+    ImportError: Flax is not installed (the ``flax`` extra).
 
   Examples:
     >>> import jax, jax.numpy as jnp, optax
@@ -415,7 +444,11 @@ def nnx_grad_fn(loss_fn: Callable[..., Any], model: nnx.Module, *args,
       'kernel': (2, 1)
     })
   """
-  graphdef, _, rest = nnx.split(model, wrt, ...)
+  try:
+    from flax import nnx  # pylint: disable=import-outside-toplevel
+  except ImportError as error:
+    raise _missing_extra('optaxplus.nnx_grad_fn', 'Flax', error) from error
+  graphdef, _, rest = nnx.split(model, nnx.Param if wrt is None else wrt, ...)
 
   def pure_loss(params):
     copy = nnx.merge(graphdef, params, rest, copy=True)

@@ -6,6 +6,7 @@ copy of the working tree, so the build leaves nothing in the repository and no e
 """
 
 import email.parser
+import os
 import pathlib
 import shutil
 import subprocess
@@ -71,3 +72,61 @@ def test_metadata_base_dependencies_extras_and_version(wheel):
       'Classifier')
   assert any(url.startswith('Repository, https://') for url in metadata.get_all('Project-URL'))
 
+
+
+WITHOUT_FLAX = r'''
+import sys
+for name in ('flax', 'orbax', 'tensorstore'):
+  sys.modules[name] = None  # `import flax...` now raises ModuleNotFoundError
+
+import jax, jax.numpy as jnp, optax, optaxplus
+
+params = {'w': jnp.array([1.0, -2.0])}
+for tx in (optaxplus.momsps(), optaxplus.multi_steps(optaxplus.sps(), every_k_schedule=1)):
+  loss, grads = jax.value_and_grad(lambda p: jnp.sum(p['w'] ** 2))(params)
+  updates, _ = tx.update(grads, tx.init(params), params, value=loss)
+  assert float(optax.tree.norm(updates)) > 0
+optaxplus.make_train_step(lambda p, b: jnp.sum(p['w']))
+assert callable(optaxplus.data_parallel) and 'TrainState' in dir(optaxplus)
+
+def expect_extra_error(fn):
+  try:
+    fn()
+  except ImportError as error:
+    assert "pip install 'optaxplus[flax]'" in str(error), error
+  else:
+    raise AssertionError(f'{fn} did not raise')
+
+expect_extra_error(lambda: optaxplus.TrainState)
+expect_extra_error(lambda: optaxplus.save_checkpoint)
+expect_extra_error(lambda: optaxplus.restore_checkpoint)
+expect_extra_error(lambda: optaxplus.nnx_grad_fn(lambda m: 0.0, None))
+def from_import():
+  from optaxplus.training import TrainState
+expect_extra_error(from_import)
+loaded = [k for k, m in sys.modules.items()
+          if m is not None and k.split('.')[0] in ('flax', 'orbax', 'tensorstore')]
+assert not loaded, loaded
+print('OK')
+'''
+
+
+def test_optimizers_work_without_flax_and_its_pieces_name_the_extra():
+  process = subprocess.run([sys.executable, '-c', WITHOUT_FLAX], cwd=ROOT,
+                           capture_output=True, text=True, timeout=120,
+                           env={**os.environ, 'JAX_PLATFORMS': 'cpu'})
+  assert process.returncode == 0 and process.stdout.strip() == 'OK', (
+      process.stdout[-3000:] + process.stderr[-3000:])
+
+
+def test_lazy_names_are_listed_and_resolve_to_their_definitions():
+  from optaxplus import checkpoint, parallel, training
+  assert set(optaxplus.__all__) <= set(dir(optaxplus))
+  for name in optaxplus.__all__:
+    assert getattr(optaxplus, name) is not None, name
+  assert optaxplus.TrainState is training.TrainState
+  assert optaxplus.multi_steps is training.multi_steps
+  assert optaxplus.save_checkpoint is checkpoint.save_checkpoint
+  assert optaxplus.data_parallel is parallel.data_parallel
+  with pytest.raises(AttributeError, match='no_such_name'):
+    optaxplus.no_such_name  # pylint: disable=pointless-statement
