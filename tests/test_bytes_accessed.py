@@ -1,0 +1,79 @@
+"""Memory-traffic regression test: every update's compiled bytes stay at their targets.
+
+``cost_analysis()`` of the compiled update is deterministic, so these are exact checks, not
+timings. The targets are XLA:CPU's floors (benchmarks/bytes_accessed.py explains them).
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import optax
+import pytest
+
+import optaxplus
+from benchmarks import bytes_accessed
+from benchmarks import update_timing
+
+TARGETED = [case for case in bytes_accessed.CASES if case.target]
+DTYPES = ('float32', 'bfloat16')
+
+
+@functools.cache
+def params(dtype: str):
+  return update_timing.transformer_params(128, 2, 1024, getattr(jnp, dtype))
+
+
+@functools.cache
+def measurement(name: str, dtype: str) -> bytes_accessed.Measurement:
+  case = next(case for case in bytes_accessed.CASES if case.name == name)
+  return bytes_accessed.measure(case.make(), params(dtype), case.extra)
+
+
+@pytest.mark.parametrize('dtype', DTYPES)
+@pytest.mark.parametrize('name', [case.name for case in TARGETED])
+def test_passes_at_target(name, dtype):
+  target = next(case.target[dtype] for case in TARGETED if case.name == name)
+  assert measurement(name, dtype).passes <= target
+
+
+@pytest.mark.parametrize('dtype', DTYPES)
+@pytest.mark.parametrize('name', [case.name for case in bytes_accessed.CASES
+                                  if case.name.startswith('optaxplus')])
+def test_no_param_sized_copies_nor_host_work(name, dtype):
+  result = measurement(name, dtype)
+  assert result.copies == 0
+  assert result.host_ops == ()
+
+
+@pytest.mark.parametrize('dtype', DTYPES)
+def test_sam_every_k_holds_at_most_one_tree_of_temporaries(dtype):
+  plain = measurement('optaxplus.sam(sgd momentum)', dtype)
+  every_k = measurement('optaxplus.sam(sgd momentum, every_k=5)', dtype)
+  assert every_k.temporaries <= max(plain.temporaries, 1.0) + 0.05
+
+
+def test_a_wasteful_update_fails_the_target():
+  """The measurement sees waste: ``sps`` after a forced float32 copy of the gradient."""
+  def materialise_upcast(grads):
+    return jax.tree.map(lambda g: jax.lax.optimization_barrier(g.astype(jnp.float32))
+                        .astype(g.dtype) * 1.0001, grads)
+  wasteful = optax.chain(optax.stateless(lambda g, p=None: materialise_upcast(g)),
+                         optaxplus.sps())
+  result = bytes_accessed.measure(wasteful, params('bfloat16'), bytes_accessed.VALUE)
+  assert result.passes > 4.05
+
+
+def test_one_compilation_over_changing_values():
+  tx = optaxplus.momsps()
+  tree = params('float32')
+
+  @jax.jit
+  def step(params, state, value):
+    updates, state = tx.update(params, state, params, value=value)
+    return optax.apply_updates(params, updates), state
+
+  state = tx.init(tree)
+  for value in (1.0, 2.0, 3.5):
+    tree, state = step(tree, state, jnp.float32(value))
+  assert step._cache_size() == 1
