@@ -25,7 +25,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from optaxplus._checks import check_bool
+from optaxplus._checks import check_range
 from optaxplus._wide import global_norm
+from optaxplus._wide import tree_wide_dtype
 from optaxplus._wide import wide_dtype
 
 try:  # The flax extra: TrainState is defined only with it (see __getattr__ below).
@@ -175,6 +178,56 @@ def _split_microbatches(batch, accumulation_steps):
   return jax.tree.map(split, batch)
 
 
+def _describe(out: Any) -> str:
+  """What ``loss_fn`` returned, for an error message."""
+  if isinstance(out, (tuple, list)):
+    return (f'a {type(out).__name__} of {len(out)} ('
+            + ', '.join(_describe(x) for x in out) + ')')
+  if hasattr(out, 'shape') and hasattr(out, 'dtype'):
+    return f'an array of shape {tuple(out.shape)} and dtype {out.dtype}'
+  return type(out).__name__
+
+
+def _split_loss_output(out: Any, *, has_aux: bool, has_state: bool | None,
+                       caller: str) -> tuple[Any, Any, Any]:
+  """``loss_fn``'s output as ``(loss, new_model_state, aux)``; a clear error on a mismatch.
+
+  ``has_state=None``: the caller has no such option.
+
+  Without this check ``has_aux=False`` with a ``(loss, aux)`` loss fails deep inside JAX
+  (``TracerArrayConversionError``) and ``has_aux=True`` with a scalar loss fails with an
+  unpacking error that names neither.
+  """
+  def pair(x):
+    return isinstance(x, (tuple, list)) and len(x) == 2
+
+  flags = [name for name, flag in (('has_aux', has_aux), ('has_state', has_state)) if flag]
+  expected = ('(loss, (new_model_state, aux))' if has_state and has_aux
+              else '(loss, new_model_state)' if has_state
+              else '(loss, aux)' if has_aux else 'the scalar loss')
+  if not flags and isinstance(out, (tuple, list)):
+    hint = 'pass has_aux=True if its second element is auxiliary output' + (
+        ', or has_state=True if it is the new model state' if has_state is not None else '')
+  elif flags and not isinstance(out, (tuple, list)):
+    hint = 'pass ' + ' and '.join(f'{name}=False' for name in flags) + f', or return {expected}'
+  elif flags and not (pair(out) and (not (has_aux and has_state) or pair(out[1]))):
+    hint = f'return {expected}'
+  else:
+    hint = None
+  if hint is not None:
+    options = ', '.join(f'{name}={flag}' for name, flag in
+                        (('has_aux', has_aux), ('has_state', has_state)) if flag is not None)
+    raise TypeError(f'{caller}({options}) expects loss_fn to return {expected}, but it '
+                    f'returned {_describe(out)}: {hint}.')
+  if has_state and has_aux:
+    return out[0], out[1][0], out[1][1]
+  if has_state:
+    return out[0], out[1], None
+  if has_aux:
+    return out[0], None, out[1]
+  return out, None, None
+
+
 def make_train_step(loss_fn: Callable[..., Any], *, has_aux: bool = False,
                     has_state: bool = False, has_rng: bool = False,
                     axis_name: str | None = None, local_gradients: bool = False,
@@ -219,8 +272,10 @@ def make_train_step(loss_fn: Callable[..., Any], *, has_aux: bool = False,
     state has exactly one scalar ``step_size`` field, and ``aux`` with ``has_aux``.
 
   Raises:
-    ValueError: bad options, or (while tracing, before compilation) a non-scalar loss or
-      a batch that ``accumulation_steps`` does not divide.
+    TypeError: an option of the wrong type, or (while tracing, before compilation)
+      ``loss_fn`` returning other than what ``has_aux`` and ``has_state`` announce.
+    ValueError: an option out of range, or (while tracing) a non-scalar loss or a batch
+      that ``accumulation_steps`` does not divide.
 
   Examples:
     >>> import jax, jax.numpy as jnp, optax
@@ -236,8 +291,13 @@ def make_train_step(loss_fn: Callable[..., Any], *, has_aux: bool = False,
     >>> float(loss_fn(state.params, batch))
     0.25
   """
-  if accumulation_steps < 1:
-    raise ValueError(f'accumulation_steps must be >= 1, got {accumulation_steps}.')
+  if not callable(loss_fn):
+    raise TypeError(f'loss_fn must be a callable, got {type(loss_fn).__name__}.')
+  for name, flag in (('has_aux', has_aux), ('has_state', has_state), ('has_rng', has_rng),
+                     ('local_gradients', local_gradients)):
+    check_bool(name, flag)
+  check_range('accumulation_steps', accumulation_steps, 1, integer=True)
+  accumulation_steps = int(accumulation_steps)
   if local_gradients and axis_name is None:
     raise ValueError('local_gradients=True needs an axis_name (shard_map or pmap).')
 
@@ -245,21 +305,14 @@ def make_train_step(loss_fn: Callable[..., Any], *, has_aux: bool = False,
     """``loss_fn`` in one calling convention: returns ``(loss, (model_state, aux))``."""
     args = (params, model_state, batch) if has_state else (params, batch)
     out = loss_fn(*args, rng) if has_rng else loss_fn(*args)
-    if has_state and has_aux:
-      loss, (model_state, aux) = out
-    elif has_state:
-      loss, model_state = out
-      aux = None
-    elif has_aux:
-      loss, aux = out
-    else:
-      loss, aux = out, None
+    loss, new_model_state, aux = _split_loss_output(
+        out, has_aux=has_aux, has_state=has_state, caller='make_train_step')
     if jnp.shape(loss) != ():
       raise ValueError(
           'loss_fn must return a scalar loss (the mean over the batch): optimizers such '
           'as momsps use it as `value` and the gradient is taken of it; got shape '
           f'{jnp.shape(loss)}. Reduce it, e.g. with jnp.mean.')
-    return loss, (model_state, aux)
+    return loss, (new_model_state if has_state else model_state, aux)
 
   value_and_grad = jax.value_and_grad(normalized_loss, has_aux=True)
 
@@ -335,21 +388,35 @@ def make_train_step(loss_fn: Callable[..., Any], *, has_aux: bool = False,
 
 
 class MultiStepsValueState(NamedTuple):
-  """State of :func:`multi_steps`: ``optax.MultiSteps``'s state and the running mean loss."""
+  """State of :func:`multi_steps`: ``optax.MultiSteps``'s, the mean loss and the skip count."""
 
   multi_steps: optax.MultiStepsState
-  value_mean: jax.Array  # shape=(), dtype=float32; mean `value` of this cycle's micro-steps.
+  value_mean: jax.Array  # shape=(), float32 or float64 params' dtype; this cycle's mean loss.
+  num_skipped: jax.Array  # shape=(), dtype=int32; non-finite micro-batches skipped so far.
 
 
-def multi_steps(optimizer: optax.GradientTransformation, every_k_schedule: Any,
-                **kwargs) -> optax.GradientTransformationExtraArgs:
-  """``optax.MultiSteps`` that hands the optimizer the MEAN ``value`` of the micro-steps.
+def _all_finite(tree: Any) -> jax.Array:
+  """Whether every entry of every leaf is finite (``True`` for an empty tree)."""
+  return jnp.all(jnp.array([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
+
+
+def multi_steps(optimizer: optax.GradientTransformation, every_k_schedule: Any, *,
+                should_skip_update_fn: Any = None) -> optax.GradientTransformationExtraArgs:
+  """``optax.MultiSteps`` that passes on the MEAN ``value`` and skips non-finite micro-batches.
 
   ``optax.MultiSteps`` averages the gradients of ``k`` calls but passes the optimizer only
   the last call's ``value``, so a Polyak step divides one micro-batch's loss by the norm
   of the averaged gradient. This wrapper keeps the running mean of ``value`` (same
-  weights as the gradient mean, skipped calls excluded) and passes that instead; on the
-  ``k``-th call it is the mean loss of the micro-batches the gradient averages.
+  weights as the gradient mean) and passes that instead; on the ``k``-th call it is the
+  mean loss of the micro-batches the gradient averages:
+  ``g = (1/k) Σ_i g_i``, ``value = (1/k) Σ_i f_i``.
+
+  A micro-batch whose gradient or ``value`` is not finite (NaN or ±inf) is skipped: the
+  call returns zero updates, leaves the accumulated gradient, the mean loss and the inner
+  optimizer state as they were, does not count towards ``k``, and adds one to
+  ``num_skipped`` in the state. (``optax.MultiSteps`` alone resets its accumulator with
+  ``(1 − emit)·acc``, and ``0·NaN = NaN``: one NaN micro-batch would freeze training.)
+
   Accumulating inside one step with ``make_train_step(..., accumulation_steps=k)`` does
   the same without this state; prefer it for SAM, since ``MultiSteps`` runs the inner
   update (and so ``grad_fn``) on every micro-step and SAM would perturb with a partial
@@ -357,12 +424,17 @@ def multi_steps(optimizer: optax.GradientTransformation, every_k_schedule: Any,
 
   Args:
     optimizer: the optimizer to apply every ``k`` calls.
-    every_k_schedule: ``k``, an int or a schedule of the number of optimizer steps.
-    **kwargs: further arguments of ``optax.MultiSteps`` (``use_grad_mean`` must stay
-      ``True``, the default, for the value mean to match the gradient).
+    every_k_schedule: ``k``, a whole number ``>= 1``, or a schedule of the number of
+      optimizer steps returning it.
+    should_skip_update_fn: as in ``optax.MultiSteps``, a further test of which calls to
+      skip (not counted in ``num_skipped``).
 
   Returns:
     An ``optax.GradientTransformationExtraArgs`` with state :class:`MultiStepsValueState`.
+
+  Raises:
+    TypeError, ValueError: ``every_k_schedule`` is not a whole number ``>= 1`` or a
+      callable.
 
   Examples:
     >>> import jax, jax.numpy as jnp, optax
@@ -371,34 +443,52 @@ def multi_steps(optimizer: optax.GradientTransformation, every_k_schedule: Any,
     >>> params = {'w': jnp.zeros(2)}
     >>> state = tx.init(params)
     >>> loss = lambda p, y: jnp.mean((p['w'] - y) ** 2)
-    >>> for y in (jnp.ones(2), 3 * jnp.ones(2)):  # the two micro-batches
+    >>> for y in (jnp.ones(2), jnp.full(2, jnp.nan), 3 * jnp.ones(2)):  # NaN: skipped
     ...   value, grads = jax.value_and_grad(loss)(params, y)
     ...   updates, state = tx.update(grads, state, params, value=value)
     ...   params = optax.apply_updates(params, updates)
-    >>> params['w']  # SPS step 5 / ‖(-2, -2)‖² = 0.625; optax.MultiSteps: 9 / 8
-    Array([1.25, 1.25], dtype=float32)
+    >>> print(params['w'].round(4))  # SPS step 5 / ‖(-2, -2)‖² = 0.625; optax.MultiSteps: 9 / 8
+    [1.25 1.25]
+    >>> int(state.num_skipped), int(state.multi_steps.gradient_step)
+    (1, 1)
   """
-  if not kwargs.get('use_grad_mean', True):
-    raise ValueError('multi_steps needs use_grad_mean=True: value is averaged, not summed.')
+  check_range('every_k_schedule', every_k_schedule, 1, integer=True, allow_schedule=True)
+  if not callable(every_k_schedule):
+    every_k_schedule = int(every_k_schedule)
   inner = optax.MultiSteps(optax.with_extra_args_support(optimizer), every_k_schedule,
-                           **kwargs)
+                           should_skip_update_fn=should_skip_update_fn)
 
   def init_fn(params):
     return MultiStepsValueState(multi_steps=inner.init(params),
-                                value_mean=jnp.zeros((), jnp.float32))
+                                value_mean=jnp.zeros((), tree_wide_dtype(params)),
+                                num_skipped=jnp.zeros((), jnp.int32))
 
   def update_fn(updates, state, params=None, **extra_args):
     before = state.multi_steps
+    finite = _all_finite(updates)
+    if 'value' in extra_args:
+      value = jnp.asarray(extra_args['value'], state.value_mean.dtype)
+      finite &= _all_finite(value)
+    # The inner update runs on zeros in place of a non-finite micro-batch, so that no NaN
+    # reaches its state; its results are then discarded.
+    updates = jax.tree.map(lambda g: jnp.where(finite, g, jnp.zeros_like(g)), updates)
     value_mean = state.value_mean
     if 'value' in extra_args:
-      value = jnp.asarray(extra_args['value'], jnp.float32)
+      value = jnp.where(finite, value, value_mean)
       value_mean = value_mean + (value - value_mean) / (before.mini_step + 1)
       extra_args['value'] = value_mean
-    updates, after = inner.update(updates, before, params, **extra_args)
+    new_updates, after = inner.update(updates, before, params, **extra_args)
     emitted = after.gradient_step != before.gradient_step
-    skipped = (after.mini_step == before.mini_step) & ~emitted
+    skipped = (after.mini_step == before.mini_step) & ~emitted  # by should_skip_update_fn
     value_mean = jnp.where(emitted, 0.0, jnp.where(skipped, state.value_mean, value_mean))
-    return updates, MultiStepsValueState(multi_steps=after, value_mean=value_mean)
+    keep_if_not_finite = lambda new, old: jnp.where(finite, new, old)
+    return (
+        jax.tree.map(lambda u: jnp.where(finite, u, jnp.zeros_like(u)), new_updates),
+        MultiStepsValueState(
+            multi_steps=jax.tree.map(keep_if_not_finite, after, before),
+            value_mean=keep_if_not_finite(value_mean, state.value_mean).astype(
+                state.value_mean.dtype),
+            num_skipped=state.num_skipped + (~finite).astype(jnp.int32)))
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
@@ -444,6 +534,7 @@ def nnx_grad_fn(loss_fn: Callable[..., Any], model: Any, *args, wrt: Any = None,
       'kernel': (2, 1)
     })
   """
+  check_bool('has_aux', has_aux)
   try:
     from flax import nnx  # pylint: disable=import-outside-toplevel
   except ImportError as error:
@@ -452,8 +543,8 @@ def nnx_grad_fn(loss_fn: Callable[..., Any], model: Any, *args, wrt: Any = None,
 
   def pure_loss(params):
     copy = nnx.merge(graphdef, params, rest, copy=True)
-    out = loss_fn(copy, *args)
-    loss = out[0] if has_aux else out
+    loss, _, _ = _split_loss_output(loss_fn(copy, *args), has_aux=has_aux,
+                                    has_state=None, caller='nnx_grad_fn')
     return loss
 
   def grad_fn(params):
