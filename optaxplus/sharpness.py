@@ -16,21 +16,22 @@ Two building blocks:
 """
 
 from collections.abc import Callable
-import numbers
-from typing import NamedTuple, Optional, Union
+from typing import NamedTuple, Union
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from optaxplus._checks import check_range
-from optaxplus._wide import wide
+from optaxplus._checks import check_bool, check_range, is_tracer
+from optaxplus._wide import global_norm, tree_wide_dtype, wide
 
 ScalarOrSchedule = Union[float, jax.Array, optax.Schedule]
 LamLike = Union[float, jax.Array, str, Callable[[jax.Array], jax.Array]]
+AxisName = Union[str, tuple[str, ...], None]
 
 _LAM_SCHEDULES = {
-    # t counts SAM steps from 1 (METHODS.md §3); `count` counts them from 0.
+    # λ_t = 1/t and 1 − 1/t with t = 1, 2, ... counting SAM steps (Oikonomou & Loizou,
+    # 2025); `count` counts them from 0.
     '1/t': lambda count: 1.0 / (count + 1.0),
     '1-1/t': lambda count: 1.0 - 1.0 / (count + 1.0),
 }
@@ -49,51 +50,73 @@ class UnifiedSAMState(NamedTuple):
   base_state: optax.OptState
 
 
-def _check_hyperparameters(rho, lam, eta, eps) -> None:
-  # Python numbers only: under optax.inject_hyperparams the values are (traced) arrays.
-  check_range('rho', rho, 0.0)
-  if isinstance(lam, str) and lam not in _LAM_SCHEDULES:
-    raise ValueError(
-        f'lam must be a number in [0, 1], one of {sorted(_LAM_SCHEDULES)} or a callable '
-        f'of the step count, got the string {lam!r}.'
-    )
-  if not isinstance(lam, str):
-    check_range('lam', lam, 0.0, 1.0)
+def _check_lam(lam) -> None:
+  strings = ' or '.join(repr(name) for name in _LAM_SCHEDULES)
+  if isinstance(lam, str):
+    if lam not in _LAM_SCHEDULES:
+      raise ValueError(
+          f'lam must be a number in [0, 1], a callable of the step, {strings}, got the '
+          f'string {lam!r}.'
+      )
+    return
+  try:
+    check_range('lam', lam, 0.0, 1.0, allow_schedule=True)
+  except (TypeError, ValueError) as error:
+    raise type(error)(f'{error} lam may also be {strings}.') from None
+
+
+def _check_hyperparameters(rho, lam, adaptive, eta, eps) -> None:
+  check_range('rho', rho, 0.0, allow_schedule=True)
+  _check_lam(lam)
+  check_bool('adaptive', adaptive)
   check_range('eta', eta, 0.0)
-  # ε > 0 keeps a zero gradient from giving 0/0.
-  check_range('eps', eps, 0.0, low_open=True)
+  check_range('eps', eps, 0.0)
 
 
-def _value_at(hyperparameter, count: jax.Array) -> jax.Array:
+def _value_at(hyperparameter, count: jax.Array, dtype) -> jax.Array:
   if isinstance(hyperparameter, str):
     hyperparameter = _LAM_SCHEDULES[hyperparameter]
   if callable(hyperparameter):
     hyperparameter = hyperparameter(count)
-  return jnp.asarray(hyperparameter, jnp.float32)
+  return jnp.asarray(hyperparameter, dtype)
 
 
-def _ascent_vector(grads, params, rho, lam, adaptive, eta, eps):
-  """Returns e = ρ(1 − λ + λ/(‖T g‖ + ε)) T² g, with T = I unless adaptive."""
+def _ascent_vector(grads, params, rho, lam, adaptive, eta, eps, dtype):
+  """Returns e = ρ(1 − λ + λ/(‖T g‖ + ε)) T² g, with T = I unless adaptive.
+
+  Computed as ``e = c·T·d`` with ``d = T·g·k`` and ``c = ρ(1 − λ)/k + ρλ/(‖d‖ + ε·k)``,
+  where ``k = 2^(2 − n)`` for ``max|g| = m·2^n`` (``m`` in [0.5, 1)): multiplying by a
+  power of two is exact and ``|g·k| < 4``, so neither ``d`` nor ``‖d‖`` under- or
+  overflows however tiny or huge the gradient is. Dividing by ``max|g|`` instead would
+  not do: XLA multiplies by its reciprocal, which is 0 (flushed) above ``2^126``.
+  """
   if adaptive:
     # ASAM (Kwon et al. 2021): T = |w| + η on weight tensors, T = I on biases. The ASAM
     # code also scales PyTorch's norm scales (named "weight"); by ndim they are not.
-    weight_scale = lambda w: jnp.abs(wide(w)) + eta if jnp.ndim(w) >= 2 else jnp.float32(1)
-    scaling = jax.tree.map(weight_scale, params)
+    scale_leaf = lambda w: jnp.abs(wide(w)).astype(dtype) + eta if jnp.ndim(w) >= 2 else 1
+    scaling = jax.tree.map(scale_leaf, params)
   else:
-    scaling = jax.tree.map(lambda g: jnp.float32(1), grads)
-  scaled = jax.tree.map(lambda t, g: t * wide(g), scaling, grads)
-  norm = optax.tree.norm(scaled)
-  coefficient = rho * (1.0 - lam + lam / (norm + eps))
-  # A non-finite gradient (or one whose float32 norm overflows) gives e = 0, so the
-  # second pass runs at params and never at a NaN point. The coefficient is checked too:
-  # an ε that underflowed (float16 hyperparameters under inject_hyperparams) makes it
-  # inf for a zero gradient, whose perturbation is 0.
-  finite = jnp.isfinite(norm) & jnp.isfinite(coefficient)
+    scaling = jax.tree.map(lambda g: 1, grads)
+  largest = optax.tree.norm(grads, ord='inf').astype(dtype)  # exact in any dtype
+  _, exponent = jnp.frexp(largest)
+  k = jnp.ldexp(jnp.ones((), dtype), 2 - exponent)
+  direction = jax.tree.map(lambda t, g: t * (wide(g) * k), scaling, grads)
+  direction_norm = global_norm(direction).astype(dtype)
+  coefficient = rho * (1 - lam) / k + rho * lam / (direction_norm + eps * k)
+  # A zero or non-finite gradient (or T g = 0) gives e = 0, so the second pass runs at
+  # params and never at a NaN point.
+  usable = (
+      jnp.isfinite(largest)
+      & (largest > 0)
+      & jnp.isfinite(direction_norm)
+      & (direction_norm > 0)
+      & jnp.isfinite(coefficient)
+  )
 
-  def leaf(t, g, scaled_g):
-    return jnp.where(finite, coefficient * t * scaled_g, 0.0).astype(g.dtype)
+  def leaf(t, g, d):
+    return jnp.where(usable, coefficient * t * d, 0).astype(g.dtype)
 
-  return jax.tree.map(leaf, scaling, grads, scaled)
+  return jax.tree.map(leaf, scaling, grads, direction)
 
 
 def sam_perturbation(
@@ -102,7 +125,7 @@ def sam_perturbation(
     *,
     adaptive: bool = False,
     eta: float = 0.01,
-    eps: float = 1e-12,
+    eps: float = 0.0,
 ) -> optax.GradientTransformationExtraArgs:
   r"""The Unified SAM ascent vector: maps a gradient ``g`` to ``e`` with ``x + e`` perturbed.
 
@@ -110,18 +133,22 @@ def sam_perturbation(
 
     e_t = \rho_t \Big(1 - \lambda_t + \frac{\lambda_t}{\|T g_t\| + \varepsilon}\Big) T^2 g_t
 
-  with one global L2 norm over the tree, computed in float32 or wider. ``T = I`` by
-  default; with ``adaptive=True`` (ASAM), ``T = |w| + \eta`` elementwise on every leaf of
-  ``params`` with ``ndim >= 2`` (weight matrices, kernels) and ``T = I`` on the others
-  (biases, and also norm scales, which the ASAM code scales as PyTorch "weight"s). ``λ = 1``
-  gives SAM ``ρ g/‖g‖`` (ASAM ``ρ T²g/‖Tg‖``), ``λ = 0`` gives USAM ``ρ g`` (adaptive:
-  ``ρ T²g``, our λ-unified choice), ``ρ = 0`` gives ``e = 0``.
+  with one global L2 norm over the tree. ``T = I`` by default; with ``adaptive=True``
+  (ASAM), ``T = |w| + \eta`` elementwise on every leaf of ``params`` with ``ndim >= 2``
+  (weight matrices, kernels) and ``T = I`` on the others (biases, and also norm scales,
+  which the ASAM code scales as PyTorch "weight"s). ``λ = 1`` gives SAM ``ρ g/‖g‖``
+  (ASAM ``ρ T²g/‖Tg‖``), ``λ = 0`` gives USAM ``ρ g`` (adaptive: ``ρ T²g``, our
+  λ-unified choice), ``ρ = 0`` gives ``e = 0``.
 
-  A zero gradient gives ``e = 0``; a gradient whose norm is not finite (NaN, inf, or a
-  float32 overflow) also gives ``e = 0``. Leaves keep their dtype.
+  Numerics: ``ρ``, ``λ`` and the norms are computed in float32, or in float64 when the
+  gradients (or, with ``adaptive``, the params) are float64. The gradient is scaled by a
+  power of two near its largest entry before any norm is taken, so the radius is exact
+  (to rounding) for every finite gradient, tiny (``‖g‖ = 1e-20``) or huge (``1e30``).
+  A zero gradient gives ``e = 0``; so does a gradient with a NaN or inf entry. Leaves
+  keep their dtype.
 
   Args:
-    rho: the radius ``ρ >= 0``, a number or an optax schedule of the count.
+    rho: the radius ``ρ >= 0``, a finite number or an optax schedule of the count.
     lam: ``λ`` in ``[0, 1]``: a number, ``"1/t"`` or ``"1-1/t"`` (``t`` counts
       perturbations from 1, so ``"1/t"`` starts at SAM and ``"1-1/t"`` at USAM), or a
       callable of the count. Callables (``rho`` and ``lam``) receive the number of
@@ -129,7 +156,9 @@ def sam_perturbation(
       ``lam="1/t"`` is ``lam=lambda count: 1 / (count + 1)``.
     adaptive: ASAM scaling; needs ``params`` in ``update``.
     eta: the ASAM offset ``η >= 0``.
-    eps: ``ε > 0`` added to the norm.
+    eps: ``ε >= 0`` added to ``‖T g‖``. The default ``0`` is the papers' formula (a zero
+      gradient needs no ``ε``: it gives ``e = 0``); ``1e-12`` reproduces the authors'
+      PyTorch code, whose ``ε`` shrinks the radius of gradients with ``‖g‖ ≲ ε``.
 
   Returns:
     An :class:`optax.GradientTransformationExtraArgs` whose ``update(grads, state,
@@ -137,7 +166,9 @@ def sam_perturbation(
     The state is :class:`SAMPerturbationState`, one int32 scalar.
 
   Raises:
-    ValueError: a Python number out of range or an unknown ``lam`` string.
+    TypeError: a hyperparameter that is not a real number (a bool, None, a list, a
+      non-scalar array), or ``adaptive`` not a bool.
+    ValueError: a number out of range, NaN or inf, or an unknown ``lam`` string.
 
   Examples:
     >>> import jax.numpy as jnp
@@ -148,7 +179,7 @@ def sam_perturbation(
     >>> print(jnp.round(e['w'], 6))  # 0.1 * g / 5
     [0.06 0.08]
     >>> tx = sam_perturbation(rho=0.1, lam=0.0)
-    >>> print(tx.update(grads, tx.init(grads))[0]['w'])  # 0.1 * g
+    >>> print(jnp.round(tx.update(grads, tx.init(grads))[0]['w'], 6))  # 0.1 * g
     [0.3 0.4]
 
   References:
@@ -159,7 +190,7 @@ def sam_perturbation(
     Scale-Invariant Learning of Deep Neural Networks <https://arxiv.org/abs/2102.11600>`_,
     ICML 2021.
   """
-  _check_hyperparameters(rho, lam, eta, eps)
+  _check_hyperparameters(rho, lam, adaptive, eta, eps)
 
   def init_fn(params):
     del params
@@ -169,14 +200,17 @@ def sam_perturbation(
     del extra_args
     if adaptive and params is None:
       raise ValueError('sam_perturbation(adaptive=True) needs params: T = |w| + eta.')
+    dtype = tree_wide_dtype((updates, params) if adaptive else updates)
+    value_at = lambda hyperparameter: _value_at(hyperparameter, state.count, dtype)
     e = _ascent_vector(
         updates,
         params,
-        _value_at(rho, state.count),
-        _value_at(lam, state.count),
+        value_at(rho),
+        value_at(lam),
         adaptive,
-        eta,
-        eps,
+        value_at(eta),
+        value_at(eps),
+        dtype,
     )
     return e, SAMPerturbationState(count=optax.safe_increment(state.count))
 
@@ -192,20 +226,36 @@ def _varying_axes(x) -> frozenset:
   return frozenset(getattr(aval, 'vma', ()))
 
 
-def _check_local(grads, axis_name: str) -> None:
-  """Raises if shard_map's type checking shows ``grads`` are not per-device gradients."""
-  # Under shard_map(check_vma=True) the device index varies over the axis; under pmap or
-  # check_vma=False no type varies and there is nothing to check.
-  if axis_name not in _varying_axes(jax.lax.axis_index(axis_name)):
+def _axis_names(axis_name: AxisName) -> tuple[str, ...]:
+  return axis_name if isinstance(axis_name, tuple) else (axis_name,)
+
+
+def _check_axis_name(axis_name) -> None:
+  if axis_name is None:
     return
-  if not all(axis_name in _varying_axes(g) for g in jax.tree.leaves(grads)):
-    raise ValueError(
-        f'unified_sam(axis_name={axis_name!r}) needs the LOCAL gradient of each device, '
-        f'but these gradients are the same on all devices. Under shard_map, the gradient '
-        f'with respect to replicated params is already summed over {axis_name!r}; take '
-        f'it at jax.lax.pcast(params, {axis_name!r}, to="varying") instead, or build the '
-        f'shard_map with check_vma=False.'
+  names = _axis_names(axis_name)
+  if not names or not all(isinstance(name, str) for name in names):
+    raise TypeError(
+        f'axis_name must be a mapped axis name (a str), a non-empty tuple of them, or '
+        f'None, got {type(axis_name).__name__} {axis_name!r}.'
     )
+
+
+def _check_local(grads, axis_name: AxisName) -> None:
+  """Raises if shard_map's type checking shows ``grads`` are not per-device gradients."""
+  for name in _axis_names(axis_name):
+    # Under shard_map(check_vma=True) the device index varies over the axis; under pmap,
+    # vmap or check_vma=False no type varies and there is nothing to check.
+    if name not in _varying_axes(jax.lax.axis_index(name)):
+      continue
+    if not all(name in _varying_axes(g) for g in jax.tree.leaves(grads)):
+      raise ValueError(
+          f'unified_sam(axis_name={axis_name!r}) needs the LOCAL gradient of each '
+          f'device, but these gradients are the same on all devices along {name!r}. '
+          f'Under shard_map, the gradient with respect to replicated params is already '
+          f'summed over {name!r}; take it at jax.lax.pcast(params, {name!r}, '
+          f'to="varying") instead, or build the shard_map with check_vma=False.'
+      )
 
 
 def _gradient_from(grad_fn, point, like):
@@ -241,8 +291,8 @@ def unified_sam(
     *,
     adaptive: bool = False,
     eta: float = 0.01,
-    eps: float = 1e-12,
-    axis_name: Optional[str] = None,
+    eps: float = 0.0,
+    axis_name: AxisName = None,
     every_k: int = 1,
 ) -> optax.GradientTransformationExtraArgs:
   r"""Unified SAM around a base optimizer: the base gets the gradient at ``x + e``.
@@ -272,16 +322,19 @@ def unified_sam(
     (``lax.cond``). ``λ`` and ``ρ`` schedules count SAM steps only. On XLA:CPU,
     convolutions inside a ``lax.cond`` branch run many times slower (see
     ``benchmarks/RESULTS.md``); there, alternate two jitted steps from Python instead.
-  - ``axis_name`` (inside ``shard_map`` or ``pmap``): ``grads`` is the device's LOCAL
-    gradient, each device perturbs with its own gradient (m-sharpness with ``m`` = the
-    per-device batch) and the gradient given to the base is ``lax.pmean``-ed over
-    ``axis_name`` (on SAM and non-SAM steps). Under ``jax.shard_map`` (``check_vma=True``
-    by default) the gradient with respect to replicated params is already summed over
-    the axis: take the local one at ``jax.lax.pcast(params, axis_name, to='varying')``
-    (a ``ValueError`` says so otherwise), or use ``check_vma=False``. Extra args are not
-    averaged: pass values equal on all devices (e.g. a ``pmean``-ed ``value``). With
-    ``axis_name=None`` there are no collectives; under ``jit`` with sharded inputs
-    (global view) the perturbation is global, ``m`` = the global batch.
+    ``optax.inject_hyperparams`` injects ``every_k`` too, which then always takes the
+    ``lax.cond``; keep it static with ``static_args='every_k'``.
+  - ``axis_name`` (inside ``shard_map``, ``pmap`` or ``vmap``; a tuple of names for
+    several axes): ``grads`` is the device's LOCAL gradient, each device perturbs with
+    its own gradient (m-sharpness with ``m`` = the per-device batch) and the gradient
+    given to the base is ``lax.pmean``-ed over ``axis_name`` (on SAM and non-SAM
+    steps). Under ``jax.shard_map`` (``check_vma=True`` by default) the gradient with
+    respect to replicated params is already summed over the axis: take the local one at
+    ``jax.lax.pcast(params, axis_name, to='varying')`` (a ``ValueError`` says so
+    otherwise), or use ``check_vma=False``. Extra args are not averaged: pass values
+    equal on all devices (e.g. a ``pmean``-ed ``value``). With ``axis_name=None`` there
+    are no collectives; under ``jit`` with sharded inputs (global view) the perturbation
+    is global, ``m`` = the global batch.
 
   A non-finite gradient gives ``e = 0``: the second pass runs at ``params`` and the base
   receives ``grad_fn(params)``, the gradient it would have had without SAM. To skip steps
@@ -297,16 +350,21 @@ def unified_sam(
       (see :func:`sam_perturbation`). ``1`` is SAM, ``0`` is USAM.
     adaptive: ASAM scaling (see :func:`sam_perturbation`).
     eta: the ASAM offset ``η >= 0``.
-    eps: ``ε > 0`` added to the gradient norm.
-    axis_name: the mapped axis for per-device perturbations, or ``None``.
-    every_k: a SAM step every ``every_k`` calls, an integer ``>= 1``.
+    eps: ``ε >= 0`` added to the gradient norm (see :func:`sam_perturbation`).
+    axis_name: the mapped axis (a str, or a tuple of them) for per-device
+      perturbations, or ``None``.
+    every_k: a SAM step every ``every_k`` calls, a whole number ``>= 1``.
 
   Returns:
     An :class:`optax.GradientTransformationExtraArgs` with state
     :class:`UnifiedSAMState`.
 
   Raises:
-    ValueError: a Python number out of range or an unknown ``lam`` string.
+    TypeError: ``base_optimizer`` is not an ``optax.GradientTransformation``; a
+      hyperparameter is not a real number (a bool, None, a list, a non-scalar array),
+      ``every_k`` is not whole, ``adaptive`` not a bool or ``axis_name`` not a str,
+      tuple of str or None.
+    ValueError: a number out of range, NaN or inf, or an unknown ``lam`` string.
 
   Examples:
     >>> import jax, jax.numpy as jnp, optax
@@ -330,10 +388,16 @@ def unified_sam(
     Foret, Kleiner, Mobahi & Neyshabur, `Sharpness-Aware Minimization for Efficiently
     Improving Generalization <https://arxiv.org/abs/2010.01412>`_, ICLR 2021.
   """
-  if isinstance(every_k, numbers.Real) and not (
-      isinstance(every_k, numbers.Integral) and every_k >= 1
-  ):
-    raise ValueError(f'every_k must be an integer >= 1, got {every_k!r}.')
+  if not isinstance(base_optimizer, optax.GradientTransformation):
+    raise TypeError(
+        f'base_optimizer must be an optax.GradientTransformation (e.g. optax.sgd(0.1)), '
+        f'got {type(base_optimizer).__name__} {base_optimizer!r}.'
+    )
+  _check_axis_name(axis_name)
+  check_range('every_k', every_k, 1.0, integer=True)
+  # Under optax.inject_hyperparams every_k is an array; SAM steps are then chosen by
+  # lax.cond (see every_k above).
+  every_k = jnp.asarray(every_k).astype(jnp.int32) if is_tracer(every_k) else int(every_k)
   perturbation = sam_perturbation(rho, lam, adaptive=adaptive, eta=eta, eps=eps)
   base_optimizer = optax.with_extra_args_support(base_optimizer)
 
@@ -359,7 +423,7 @@ def unified_sam(
       e, _ = perturbation.update(updates, SAMPerturbationState(count=sam_count), params)
       return _gradient_from(grad_fn, optax.apply_updates(params, e), updates)
 
-    if isinstance(every_k, numbers.Integral) and every_k == 1:
+    if isinstance(every_k, int) and every_k == 1:
       grads = sam_gradient()
     else:
       grads = jax.lax.cond(state.count % every_k == 0, sam_gradient, lambda: updates)
@@ -376,18 +440,25 @@ def unified_sam(
 
 
 def sam(
-    base_optimizer: optax.GradientTransformation, rho: ScalarOrSchedule = 0.05, **kwargs
+    base_optimizer: optax.GradientTransformation,
+    rho: ScalarOrSchedule = 0.05,
+    *,
+    eps: float = 0.0,
+    axis_name: AxisName = None,
+    every_k: int = 1,
 ) -> optax.GradientTransformationExtraArgs:
   """SAM: :func:`unified_sam` with ``lam=1``, ``e = ρ g/(‖g‖ + ε)``.
 
   Args:
     base_optimizer: the optimizer that receives the SAM gradient.
-    rho: the radius ``ρ >= 0``.
-    **kwargs: further keyword arguments of :func:`unified_sam` (``axis_name``,
-      ``every_k``, ``eps``).
+    rho: the radius ``ρ >= 0``, a number or an optax schedule of the SAM-step count.
+    eps: ``ε >= 0`` added to ``‖g‖`` (see :func:`sam_perturbation`).
+    axis_name: the mapped axis for per-device perturbations, or ``None``.
+    every_k: a SAM step every ``every_k`` calls, a whole number ``>= 1``.
 
   Returns:
-    An :class:`optax.GradientTransformationExtraArgs`.
+    An :class:`optax.GradientTransformationExtraArgs` with state
+    :class:`UnifiedSAMState`.
 
   Examples:
     >>> import optax
@@ -398,22 +469,33 @@ def sam(
     Foret, Kleiner, Mobahi & Neyshabur, `Sharpness-Aware Minimization for Efficiently
     Improving Generalization <https://arxiv.org/abs/2010.01412>`_, ICLR 2021.
   """
-  return unified_sam(base_optimizer, rho, lam=1.0, **kwargs)
+  return unified_sam(
+      base_optimizer, rho, lam=1.0, eps=eps, axis_name=axis_name, every_k=every_k
+  )
 
 
 def usam(
-    base_optimizer: optax.GradientTransformation, rho: ScalarOrSchedule = 0.05, **kwargs
+    base_optimizer: optax.GradientTransformation,
+    rho: ScalarOrSchedule = 0.05,
+    *,
+    adaptive: bool = False,
+    eta: float = 0.01,
+    axis_name: AxisName = None,
+    every_k: int = 1,
 ) -> optax.GradientTransformationExtraArgs:
   """USAM: :func:`unified_sam` with ``lam=0``, the unnormalized ``e = ρ g``.
 
   Args:
     base_optimizer: the optimizer that receives the SAM gradient.
-    rho: the step ``ρ >= 0``.
-    **kwargs: further keyword arguments of :func:`unified_sam` (``adaptive``,
-      ``axis_name``, ``every_k``).
+    rho: the step ``ρ >= 0``, a number or an optax schedule of the SAM-step count.
+    adaptive: ``e = ρ T²g`` with the ASAM scaling ``T`` (see :func:`sam_perturbation`).
+    eta: the ASAM offset ``η >= 0``.
+    axis_name: the mapped axis for per-device perturbations, or ``None``.
+    every_k: a SAM step every ``every_k`` calls, a whole number ``>= 1``.
 
   Returns:
-    An :class:`optax.GradientTransformationExtraArgs`.
+    An :class:`optax.GradientTransformationExtraArgs` with state
+    :class:`UnifiedSAMState`.
 
   Examples:
     >>> import optax
@@ -424,16 +506,27 @@ def usam(
     Andriushchenko & Flammarion, `Towards Understanding Sharpness-Aware Minimization
     <https://arxiv.org/abs/2206.06232>`_, ICML 2022.
   """
-  return unified_sam(base_optimizer, rho, lam=0.0, **kwargs)
+  return unified_sam(
+      base_optimizer,
+      rho,
+      lam=0.0,
+      adaptive=adaptive,
+      eta=eta,
+      axis_name=axis_name,
+      every_k=every_k,
+  )
 
 
 def asam(
     base_optimizer: optax.GradientTransformation,
     rho: ScalarOrSchedule = 0.5,
     eta: float = 0.01,
-    **kwargs,
+    *,
+    eps: float = 0.0,
+    axis_name: AxisName = None,
+    every_k: int = 1,
 ) -> optax.GradientTransformationExtraArgs:
-  """ASAM: :func:`unified_sam` with ``lam=1, adaptive=True``, ``e = ρ T²g/‖Tg‖``.
+  """ASAM: :func:`unified_sam` with ``lam=1, adaptive=True``, ``e = ρ T²g/(‖Tg‖ + ε)``.
 
   ``T = |w| + η`` on leaves with ``ndim >= 2``, ``T = I`` on the others.
 
@@ -441,11 +534,13 @@ def asam(
     base_optimizer: the optimizer that receives the SAM gradient.
     rho: the radius ``ρ >= 0``; ASAM's is larger than SAM's.
     eta: the offset ``η >= 0``.
-    **kwargs: further keyword arguments of :func:`unified_sam` (``axis_name``,
-      ``every_k``, ``eps``).
+    eps: ``ε >= 0`` added to ``‖Tg‖`` (see :func:`sam_perturbation`).
+    axis_name: the mapped axis for per-device perturbations, or ``None``.
+    every_k: a SAM step every ``every_k`` calls, a whole number ``>= 1``.
 
   Returns:
-    An :class:`optax.GradientTransformationExtraArgs`.
+    An :class:`optax.GradientTransformationExtraArgs` with state
+    :class:`UnifiedSAMState`.
 
   Examples:
     >>> import optax
@@ -457,4 +552,13 @@ def asam(
     Scale-Invariant Learning of Deep Neural Networks <https://arxiv.org/abs/2102.11600>`_,
     ICML 2021.
   """
-  return unified_sam(base_optimizer, rho, lam=1.0, adaptive=True, eta=eta, **kwargs)
+  return unified_sam(
+      base_optimizer,
+      rho,
+      lam=1.0,
+      adaptive=True,
+      eta=eta,
+      eps=eps,
+      axis_name=axis_name,
+      every_k=every_k,
+  )

@@ -1,4 +1,9 @@
-"""Float64 NumPy transcription of METHODS.md §3: Unified SAM, ASAM, m-sharpness.
+"""Float64 NumPy transcription of Unified SAM, ASAM and m-sharpness.
+
+Unified SAM: Oikonomou & Loizou, *Sharpness-Aware Minimization: General Analysis and
+Improved Rates*, ICLR 2025 (arXiv:2503.02225). ASAM: Kwon, Kim, Park & Choi, ICML 2021
+(arXiv:2102.11600). m-sharpness: Foret, Kleiner, Mobahi & Neyshabur, ICLR 2021
+(arXiv:2010.01412).
 
 Written from the equations with plain dicts of NumPy arrays (name -> array) and explicit
 loops over steps; the base optimizers (SGD with momentum, Adam, MomSPS_max) are written
@@ -16,7 +21,18 @@ def as_float64(tree):
 
 
 def global_norm(tree):
-  return math.sqrt(sum(float(np.sum(leaf ** 2)) for leaf in tree.values()))
+  """sqrt(Σ x²) over every leaf, divided by max|x| first so that 1e-200 and 1e200 work."""
+  largest = float(np.max([np.max(np.abs(leaf), initial=0.0) for leaf in tree.values()],
+                         initial=0.0))  # NaN if any entry is NaN
+  if largest == 0.0 or not math.isfinite(largest):
+    return largest
+  return largest * math.sqrt(sum(float(np.sum((leaf / largest) ** 2))
+                                 for leaf in tree.values()))
+
+
+def at(hyperparameter, t):
+  """A hyperparameter's value at SAM step t (from 1): a number, or a callable of t."""
+  return hyperparameter(t) if callable(hyperparameter) else hyperparameter
 
 
 def lam_at(lam, t):
@@ -25,17 +41,22 @@ def lam_at(lam, t):
     return 1.0 / t
   if lam == '1-1/t':
     return 1.0 - 1.0 / t
-  return float(lam)
+  return float(at(lam, t))
 
 
-def perturbation(grads, params, *, rho, lam, adaptive=False, eta=0.01, eps=1e-12):
-  """e = ρ(1 − λ + λ/(‖Tg‖ + ε)) T² g; T = |w| + η on weight matrices (ASAM), else I."""
+def perturbation(grads, params, *, rho, lam, adaptive=False, eta=0.01, eps=0.0):
+  """e = ρ(1 − λ + λ/(‖Tg‖ + ε)) T² g; T = |w| + η on weight matrices (ASAM), else I.
+
+  A zero ``T g`` or a non-finite gradient gives e = 0.
+  """
   scale = {
       name: (np.abs(params[name]) + eta) if adaptive and params[name].ndim >= 2 else 1.0
       for name in grads
   }
   scaled = {name: scale[name] * grads[name] for name in grads}
   norm = global_norm(scaled)
+  if norm == 0.0 or not math.isfinite(norm):
+    return {name: np.zeros_like(g) for name, g in grads.items()}
   coefficient = rho * (1.0 - lam + lam / (norm + eps))
   return {name: coefficient * scale[name] * scaled[name] for name in grads}
 
@@ -120,14 +141,15 @@ class MomSPSMax:
             for n in params}
 
 
-def run(params, grad_fn, base, steps, *, rho, lam, adaptive=False, eta=0.01, eps=1e-12,
+def run(params, grad_fn, base, steps, *, rho, lam, adaptive=False, eta=0.01, eps=0.0,
         every_k=1, shards=1):
   """Unified SAM for ``steps`` steps; returns the final parameters.
 
   ``grad_fn(params, step, shard)`` returns ``(loss, grads)`` of that step's batch (or of
   its ``shard``-th part). With ``shards > 1`` each shard perturbs with its own gradient and
   the SAM gradients are averaged (m-sharpness); the loss handed to the base is the mean.
-  ``rho`` is a number or a callable of ``t``, the SAM-step count from 1.
+  ``rho``, ``lam``, ``eta`` and ``eps`` are numbers or callables of ``t``, the SAM-step
+  count from 1 (``lam`` also ``'1/t'`` or ``'1-1/t'``).
   """
   params = as_float64(params)
   for step in range(steps):
@@ -137,9 +159,8 @@ def run(params, grad_fn, base, steps, *, rho, lam, adaptive=False, eta=0.01, eps
       losses.append(loss)
       if step % every_k == 0:
         t = step // every_k + 1
-        radius = rho(t) if callable(rho) else rho
-        e = perturbation(grads, params, rho=radius, lam=lam_at(lam, t), adaptive=adaptive,
-                         eta=eta, eps=eps)
+        e = perturbation(grads, params, rho=at(rho, t), lam=lam_at(lam, t),
+                         adaptive=adaptive, eta=at(eta, t), eps=at(eps, t))
         _, grads = grad_fn({n: params[n] + e[n] for n in params}, step, shard)
       sam_grads.append(grads)
     mean_grads = {n: sum(g[n] for g in sam_grads) / shards for n in params}
