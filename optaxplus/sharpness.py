@@ -85,10 +85,11 @@ def _ascent_vector(grads, params, rho, lam, adaptive, eta, eps, dtype):
   """Returns e = ρ(1 − λ + λ/(‖T g‖ + ε)) T² g, with T = I unless adaptive.
 
   Computed as ``e = c·T·d`` with ``d = T·g·k`` and ``c = ρ(1 − λ)/k + ρλ/(‖d‖ + ε·k)``,
-  where ``k = 2^(2 − n)`` for ``max|g| = m·2^n`` (``m`` in [0.5, 1)): multiplying by a
-  power of two is exact and ``|g·k| < 4``, so neither ``d`` nor ``‖d‖`` under- or
-  overflows however tiny or huge the gradient is. Dividing by ``max|g|`` instead would
-  not do: XLA multiplies by its reciprocal, which is 0 (flushed) above ``2^126``.
+  where ``k = 2^−n`` for ``max|g| = m·2^n`` (``m`` in [0.5, 1)): multiplying by a power of
+  two is exact and ``|g·k| < 1``, so neither ``d`` nor ``‖d‖`` under- or overflows
+  however tiny or huge the gradient is. Dividing by ``max|g|`` instead would not do: XLA
+  multiplies by its reciprocal, which is flushed to 0 above ``2^126`` in float32; for the
+  same reason ``k`` is kept at or above the smallest normal number.
   """
   if adaptive:
     # ASAM (Kwon et al. 2021): T = |w| + η on weight tensors, T = I on biases. The ASAM
@@ -99,7 +100,7 @@ def _ascent_vector(grads, params, rho, lam, adaptive, eta, eps, dtype):
     scaling = jax.tree.map(lambda g: 1, grads)
   largest = optax.tree.norm(grads, ord='inf').astype(dtype)  # exact in any dtype
   _, exponent = jnp.frexp(largest)
-  k = jnp.ldexp(jnp.ones((), dtype), 2 - exponent)
+  k = jnp.ldexp(jnp.ones((), dtype), -jnp.minimum(exponent, jnp.finfo(dtype).maxexp - 2))
   direction = jax.tree.map(lambda t, g: t * (wide(g) * k), scaling, grads)
   direction_norm = global_norm(direction).astype(dtype)
   coefficient = rho * (1 - lam) / k + rho * lam / (direction_norm + eps * k)
