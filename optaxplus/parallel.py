@@ -34,6 +34,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from optaxplus._checks import check_bool
+
 __all__ = ['data_parallel', 'shard_batch']
 
 
@@ -155,6 +157,7 @@ def data_parallel(train_step: Callable[..., Any], mesh: Mesh, *, axis_name: str 
     ``step(state, batch, *args) -> (state, metrics)``.
 
   Raises:
+    TypeError: ``train_step`` is not callable or ``donate_state`` not a bool.
     ValueError: the mesh lacks ``axis_name``, the step was built for another axis, a
       batch leading dimension is not divisible by the devices on the axis, state
       leaves are committed to devices outside the mesh, or (``shard_map``) the step's
@@ -173,6 +176,9 @@ def data_parallel(train_step: Callable[..., Any], mesh: Mesh, *, axis_name: str 
     >>> print(f"{metrics['loss']:.2f} {metrics['step_size']:.4f}")  # 0.1 / ‖g‖² = 0.1 / 8
     1.00 0.0125
   """
+  if not callable(train_step):
+    raise TypeError(f'train_step must be a callable, got {type(train_step).__name__}.')
+  check_bool('donate_state', donate_state)
   _check_axis(mesh, axis_name)
   step_axis = getattr(train_step, 'axis_name', None)
   if step_axis is not None and step_axis != axis_name:

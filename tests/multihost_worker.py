@@ -4,7 +4,8 @@
 process (``XLA_FLAGS``): joins the run through ``jax.distributed.initialize`` on loopback
 with gloo CPU collectives, trains on its half of each global batch with the ``jit`` and
 the ``shard_map`` paths of ``data_parallel`` (one run saving and restoring an orbax
-checkpoint halfway), and saves the final parameters and losses.
+checkpoint halfway), and saves the final parameters and losses, and this process's rows
+of an array split over both processes after an orbax round trip.
 """
 
 import os
@@ -63,6 +64,16 @@ def train(step, mesh, name, params, batches, rows, checkpoint_directory=None):
   return state, losses
 
 
+def checkpoint_of_an_array_split_over_both_processes(mesh, directory):
+  """Saves and restores an array each process holds half of; returns this process's rows."""
+  rows = jax.process_index() * 8 + np.arange(8, dtype=np.float32)
+  sharded = parallel.shard_batch({'x': rows}, mesh)
+  checkpoint.save_checkpoint(directory, sharded, step=0)
+  restored = checkpoint.restore_checkpoint(directory, sharded)
+  assert restored['x'].sharding == sharded['x'].sharding, restored['x'].sharding
+  return np.concatenate([np.asarray(s.data) for s in restored['x'].addressable_shards])
+
+
 def main():
   process_id, port, output = int(sys.argv[1]), sys.argv[2], sys.argv[3]
   jax.config.update('jax_cpu_collectives_implementation', 'gloo')
@@ -85,6 +96,8 @@ def main():
       results[f'{name}/{how}/losses'] = np.array(losses)
       for key, value in state.params.items():
         results[f'{name}/{how}/{key}'] = np.asarray(value)
+  results['sharded_checkpoint_rows'] = checkpoint_of_an_array_split_over_both_processes(
+      mesh, os.path.join(os.path.dirname(output), 'sharded_checkpoint'))
   np.savez(output, **results)
   jax.distributed.shutdown()
 

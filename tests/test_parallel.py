@@ -10,8 +10,10 @@ import os
 import subprocess
 import sys
 
+import jax
 import pytest
 
+from optaxplus import parallel
 from tests import parallel_checks
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -32,3 +34,11 @@ def results():
 def test_eight_devices(results, name):
   assert name in results, sorted(results)
   assert results[name] is None, results[name]
+
+
+def test_data_parallel_checks_its_options_in_this_process():
+  mesh = jax.make_mesh((jax.device_count(),), ('data',))
+  with pytest.raises(TypeError, match='train_step must be a callable'):
+    parallel.data_parallel(None, mesh)
+  with pytest.raises(TypeError, match='donate_state must be True or False'):
+    parallel.data_parallel(lambda state, batch: (state, {}), mesh, donate_state=1)
