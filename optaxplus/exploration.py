@@ -1,8 +1,33 @@
-"""The exploration adaptor E and ALTO (E inside LAMB), as optax transformations.
+r"""The exploration adaptor E and ALTO (E inside LAMB), as optax transformations.
 
 E rewrites the gradient with a moving average of gradient differences so that the
 optimizer it feeds keeps moving along low-loss valleys; ALTO is E inside LAMB, for
 large-batch training.
+
+Names. Arguments follow optax: E's decay is ``explore_b1`` in every alias (``esgd``,
+``eadam``, ``eadamw``, ``alto``), so that it never collides with the base optimizer's
+``b1``; :func:`explore` alone, which has no other decay, calls it ``b1``. ALTO's Adam
+decays are ``b1``, ``b2``, as in ``optax.lamb``. Against the paper and the authors'
+reference code (github.com/zhaotong94/E: ``E.py`` and ``ALTO.py``):
+
+=======================  =====  =====================  ================================
+optaxplus                paper  ``E(base, ...)``       ``create_ALTO_optimizer(...)``
+=======================  =====  =====================  ================================
+``alpha``                α      ``alpha``              ``alpha`` (``alp`` in ``ALTO``)
+``explore_b1`` (``b1``)  β1     ``beta``               ``betas[0]`` (``beta1``)
+``b1`` of ``alto``       β2     —                      ``betas[1]`` (``beta2``)
+``b2`` of ``alto``       β3     —                      ``betas[2]`` (``beta3``)
+``eps`` of ``alto``      ε      —                      ``eps``
+``weight_decay``         λ      the base optimizer's   ``weight_decay``
+``learning_rate``        η      the base optimizer's   ``lr``
+``clip_norm``            —      —                      ``max_norm=1.0``, fixed
+``mask``                 —      —                      ``exclude_layers`` (inverted)
+=======================  =====  =====================  ================================
+
+Defaults. Every factory defaults to the paper's large-batch preset ``alpha=-5,
+explore_b1=0.99`` (batches of 1K and more; the reference ALTO factory's default). The
+authors' small-batch preset (batches under 1K) is ``alpha=0.5, explore_b1=0.01``.
+``alpha=0`` gives the base optimizer.
 
 References:
   Zhao, Li, Zhou, Tan, Jia, `Exploring Landscapes for Better Minima along Valleys
@@ -13,35 +38,99 @@ References:
   <https://arxiv.org/abs/1904.00962>`_, ICLR 2020 (LAMB).
 """
 
-import numbers
 from typing import Any, Callable, NamedTuple, Optional, Union
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
+from optaxplus._checks import check_bool
 from optaxplus._checks import check_range
+from optaxplus._checks import is_tracer
 from optaxplus._wide import global_norm
-from optaxplus._wide import wide_dtype
+from optaxplus._wide import tree_wide_dtype
+from optaxplus._wide import wide
 
+_Scalar = Union[float, jax.Array]
 _Mask = Optional[Union[Any, Callable[[optax.Params], Any]]]
 
+# The paper's large-batch preset, the default of every factory here.
+_ALPHA = -5.0
+_EXPLORE_B1 = 0.99
 
-def _check_explore(alpha: Any, b1: Any, b1_name: str) -> None:
+
+def _checked_explore(alpha: Any, b1: Any, b1_name: str) -> tuple[Any, Any]:
+  """Checks E's hyperparameters; returns them as Python floats (tracers unchanged)."""
   check_range(b1_name, b1, 0.0, 1.0, high_open=True)
-  # Beyond 1/(1 - b1) the current gradient's weight 1 + alpha (1 - b1) is <= 0
-  # (alpha < 0), or the previous average enters with weight <= -1 (alpha > 0).
-  # 12 significant digits: 1/(1 - 0.99) prints as 100.0, not 99.99999999999991.
-  bound = float(f"{1 / (1 - b1):.12g}") if isinstance(b1, numbers.Real) else float("inf")
-  name = f"alpha (with {b1_name}={b1})" if isinstance(b1, numbers.Real) else "alpha"
-  check_range(name, alpha, -bound, bound, low_open=True, high_open=True)
+  if is_tracer(b1):
+    check_range("alpha", alpha)
+  else:
+    b1 = float(b1)
+    # Beyond 1/(1 - b1) the current gradient's weight 1 + alpha (1 - b1) is <= 0
+    # (alpha < 0), or the previous average enters with weight <= -1 (alpha > 0).
+    # 12 significant digits: 1/(1 - 0.99) prints as 100.0, not 99.99999999999991.
+    bound = float(f"{1 / (1 - b1):.12g}")
+    check_range(f"alpha (with {b1_name}={b1:.12g})", alpha, -bound, bound,
+                low_open=True, high_open=True)
+  return (alpha if is_tracer(alpha) else float(alpha)), b1
 
 
-def _check_adam(b1: Any, b2: Any, eps: Any, b1_name: str, b2_name: str) -> None:
-  check_range(b1_name, b1, 0.0, 1.0, high_open=True)
-  check_range(b2_name, b2, 0.0, 1.0, high_open=True)
+def _check_learning_rate(learning_rate: Any) -> None:
+  check_range("learning_rate", learning_rate, 0.0, low_open=True, allow_schedule=True)
+
+
+def _check_adam(b1: Any, b2: Any, eps: Any) -> None:
+  check_range("b1", b1, 0.0, 1.0, high_open=True)
+  check_range("b2", b2, 0.0, 1.0, high_open=True)
   # eps = 0 turns a coordinate whose gradient has always been 0 into 0/0.
   check_range("eps", eps, 0.0, low_open=True)
+
+
+def _is_bool(leaf: Any) -> bool:
+  if isinstance(leaf, (bool, np.bool_)):
+    return True
+  return (isinstance(leaf, (np.ndarray, jax.Array)) and leaf.dtype == np.bool_
+          and leaf.ndim == 0)
+
+
+def _check_mask(mask: Any) -> None:
+  """``mask`` is None, a callable, or a pytree of bools (as ``optax.masked`` takes)."""
+  if mask is None or callable(mask):
+    return
+  for leaf in jax.tree.leaves(mask):
+    if not _is_bool(leaf):
+      raise TypeError(
+          "mask must be None, a pytree of bools like params (a single bool applies to "
+          "every tensor) or a callable returning one, got a leaf "
+          f"{type(leaf).__name__} {leaf!r}.")
+
+
+def _weights(weight_x: Any, weight_y: Any, dtype) -> tuple[Any, jax.Array, jax.Array]:
+  """``(s, weight_x / s, weight_y / s)`` in ``dtype`` for :func:`_combine`.
+
+  ``s`` is the smallest power of two >= ``|weight_x| + |weight_y|`` (at least 1): a NumPy
+  scalar for numbers, so that XLA drops a multiplication by 1, traced otherwise.
+  """
+  xp = jnp if is_tracer(weight_x) or is_tracer(weight_y) else np
+  weight_x, weight_y = xp.asarray(weight_x, dtype), xp.asarray(weight_y, dtype)
+  mantissa, exponent = xp.frexp(xp.maximum(xp.abs(weight_x) + xp.abs(weight_y), 1))
+  scale = xp.ldexp(xp.ones_like(mantissa), exponent - (mantissa == 0.5))
+  # Opaque to XLA, which would otherwise rewrite w x + w y (b1 = 0.5) as w (x + y).
+  return scale, *jax.lax.optimization_barrier(
+      (jnp.asarray(weight_x / scale), jnp.asarray(weight_y / scale)))
+
+
+def _combine(x: jax.Array, y: jax.Array, weights) -> jax.Array:
+  """``weight_x x + weight_y y`` in float32 or wider, finite whenever the exact value fits.
+
+  Computed as ``s ((weight_x / s) x + (weight_y / s) y)`` with the ``weights`` of
+  :func:`_weights`: neither product nor their sum can overflow, and scaling by a power of
+  two is exact, so the result equals the plain formula's except that, e.g., float32
+  ``x = y = 2e38`` with weights ``1.5, -0.5`` gives 2e38, not inf.
+  """
+  scale, weight_x, weight_y = weights
+  return scale * (weight_x * wide(x) + weight_y * wide(y))
 
 
 class ExploreState(NamedTuple):
@@ -50,10 +139,52 @@ class ExploreState(NamedTuple):
   mu: optax.Updates  # m_{k-1}, one tree like params, in the params' dtype.
 
 
-def explore(
-    alpha: Union[float, jax.Array] = -5.0,
-    b1: Union[float, jax.Array] = 0.99,
-) -> optax.GradientTransformationExtraArgs:
+def _explore(alpha: Any, b1: Any, b1_name: str) -> optax.GradientTransformationExtraArgs:
+  """:func:`explore`, with error messages naming E's decay ``b1_name``."""
+  alpha, b1 = _checked_explore(alpha, b1, b1_name)
+  # Since g - m_k = b1 (g - m_{k-1}), also ĝ = g + (alpha (1 - b1) / b1)(g - m_k).
+  # Reading the new average lets XLA overwrite m in place: when the consumers of ĝ
+  # read m_{k-1}, XLA first copies m (one param-sized copy per step, 3x slower
+  # E + SGD on CPU). Dividing by b1 amplifies m's rounding by 1/b1, so this form
+  # is used for b1 >= 0.5 only, which includes the large-batch preset.
+  reads_new_average = not is_tracer(b1) and b1 >= 0.5
+
+  def init_fn(params: optax.Params) -> ExploreState:
+    return ExploreState(mu=optax.tree.zeros_like(params))
+
+  def update_fn(updates, state, params=None, **extra_args):
+    del params, extra_args
+    dtype = tree_wide_dtype(updates)
+
+    def scalar(value):  # optax.inject_hyperparams traces them in the params' dtype
+      return jnp.asarray(value, dtype) if is_tracer(value) else value
+
+    decay = scalar(b1)
+    coefficient = scalar(alpha) * (1 - decay)
+    average_weights = _weights(decay, 1 - decay, dtype)
+
+    def averaged(g, m):
+      m_new = _combine(m, g, average_weights)
+      return jnp.where(jnp.isfinite(g), m_new, m).astype(m.dtype)
+
+    mu = jax.tree.map(averaged, updates, state.mu)
+    if reads_new_average:
+      coefficient, average = coefficient / decay, mu
+    else:
+      average = state.mu
+    explore_weights = _weights(1 + coefficient, -coefficient, dtype)
+
+    def explored(g, m):
+      g_hat = _combine(g, m, explore_weights)
+      return jnp.where(jnp.isfinite(g), g_hat, 0).astype(g.dtype)
+
+    return jax.tree.map(explored, updates, average), ExploreState(mu=mu)
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def explore(alpha: _Scalar = _ALPHA, b1: _Scalar = _EXPLORE_B1
+            ) -> optax.GradientTransformationExtraArgs:
   r"""The exploration adaptor E: adds a moving average of gradient differences.
 
   The reference recursion keeps the previous gradient and an average of
@@ -78,11 +209,18 @@ def explore(
   defaults; small batches ``alpha=0.5, b1=0.01``.
 
   Precision: the state has the params' dtype and the arithmetic runs in float32
-  or wider. A bfloat16 state is enough because an error in ``m`` reaches
-  :math:`\hat g` multiplied by :math:`|\alpha|(1-\beta_1) < 1`, or by
-  :math:`|\alpha|(1-\beta_1)/\beta_1 < 2` for :math:`\beta_1 \ge 0.5`, where
-  the code reads :math:`m_k` instead of :math:`m_{k-1}` (0.05 at the
-  large-batch preset).
+  or wider (float64 for float64 params). A bfloat16 state is enough because an
+  error in ``m`` reaches :math:`\hat g` multiplied by
+  :math:`|\alpha|(1-\beta_1) < 1`, or by :math:`|\alpha|(1-\beta_1)/\beta_1 < 2`
+  for :math:`\beta_1 \ge 0.5`, where the code reads :math:`m_k` instead of
+  :math:`m_{k-1}` (0.05 at the large-batch preset).
+
+  Overflow: a finite gradient never becomes infinite unless :math:`\hat g` itself
+  is too large for the dtype. The average is the convex combination
+  :math:`\beta_1 m + (1 - \beta_1) g`, and :math:`\hat g = a g - c m` is computed
+  as :math:`s((a/s) g - (c/s) m)` with :math:`s` the smallest power of two
+  :math:`\ge |a| + |c|` (exact scaling), so a float32 gradient of 3e38 gives
+  :math:`\hat g_1 = 0.95 \cdot 3\mathrm{e}38` at the defaults.
 
   Non-finite gradients: a NaN or infinite gradient entry leaves its entry of
   ``m`` unchanged and outputs 0 there, so one bad batch neither moves the
@@ -91,16 +229,19 @@ def explore(
 
   Args:
     alpha: the exploration coefficient; ``|alpha| < 1 / (1 - b1)``.
-    b1: decay rate of the gradient-difference average, in ``[0, 1)``.
+    b1: decay rate of the gradient-difference average, in ``[0, 1)`` (the
+      aliases call it ``explore_b1``).
 
   Returns:
     A :class:`optax.GradientTransformationExtraArgs`; extra arguments of
     ``update`` (``value=`` etc.) are accepted and ignored.
 
   Raises:
-    ValueError: for ``b1`` outside ``[0, 1)`` or ``|alpha| >= 1 / (1 - b1)``
-      (checked for Python numbers; arrays, e.g. from
-      ``optax.inject_hyperparams``, are not checked).
+    TypeError: for a hyperparameter that is not a real scalar (a bool, None, a
+      string, a sequence, a non-scalar array).
+    ValueError: for NaN, infinity, ``b1`` outside ``[0, 1)`` or
+      ``|alpha| >= 1 / (1 - b1)``. Python numbers and concrete arrays are
+      checked; tracers (``optax.inject_hyperparams`` under ``jit``) are not.
 
   Examples:
     >>> import jax.numpy as jnp
@@ -117,54 +258,19 @@ def explore(
     Zhao, Li, Zhou, Tan, Jia, `Exploring Landscapes for Better Minima along
     Valleys <https://arxiv.org/abs/2510.27153>`_, NeurIPS 2025.
   """
-  _check_explore(alpha, b1, "b1")
-
-  def init_fn(params: optax.Params) -> ExploreState:
-    return ExploreState(mu=optax.tree.zeros_like(params))
-
-  # Since g - m_k = b1 (g - m_{k-1}), also ĝ = g + (alpha (1 - b1) / b1)(g - m_k).
-  # Reading the new average lets XLA overwrite m in place: when the consumers of ĝ
-  # read m_{k-1}, XLA first copies m (one param-sized copy per step, 3x slower
-  # E + SGD on CPU). Dividing by b1 amplifies m's rounding by 1/b1, so this form
-  # is used for b1 >= 0.5 only, which includes the large-batch preset.
-  reads_new_average = isinstance(b1, numbers.Real) and b1 >= 0.5
-
-  def explored(g: jax.Array, m: jax.Array, coefficient) -> jax.Array:
-    dtype = wide_dtype(g, m)
-    g_c = g.astype(dtype)
-    g_hat = g_c + coefficient * (g_c - m.astype(dtype))
-    return jnp.where(jnp.isfinite(g_c), g_hat, 0).astype(g.dtype)
-
-  def averaged(g: jax.Array, m: jax.Array) -> jax.Array:
-    dtype = wide_dtype(g, m)
-    g_c, m_c = g.astype(dtype), m.astype(dtype)
-    m_new = m_c + (1 - b1) * (g_c - m_c)
-    return jnp.where(jnp.isfinite(g_c), m_new, m_c).astype(m.dtype)
-
-  def update_fn(updates, state, params=None, **extra_args):
-    del params, extra_args
-    mu = jax.tree.map(averaged, updates, state.mu)
-    if reads_new_average:
-      coefficient, average = alpha * (1 - b1) / b1, mu
-    else:
-      coefficient, average = alpha * (1 - b1), state.mu
-    new_updates = jax.tree.map(
-        lambda g, m: explored(g, m, coefficient), updates, average)
-    return new_updates, ExploreState(mu=mu)
-
-  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+  return _explore(alpha, b1, "b1")
 
 
-def clip_by_global_norm(
-    max_norm: Union[float, jax.Array],
-) -> optax.GradientTransformationExtraArgs:
+def clip_by_global_norm(max_norm: _Scalar) -> optax.GradientTransformationExtraArgs:
   r"""Clips updates to a global L2 norm, with the norm computed in float32 or wider.
 
   .. math::
     u \leftarrow u \cdot \min\left(1, \frac{c}{\lVert u \rVert}\right).
 
   Same maths as ``optax.clip_by_global_norm``, whose squares and sums stay in the
-  leaf dtype (3 significant digits for bfloat16); the reference ALTO uses
+  leaf dtype (3 significant digits for bfloat16). The norm and the scale are
+  float32, or float64 for float64 updates, and the norm is exact for tiny (1e-20)
+  and huge (1e30) updates. The reference ALTO uses
   ``torch.nn.utils.clip_grad_norm_``, which adds 1e-6 to the norm (a 1e-6
   relative difference, omitted). A non-finite norm makes every entry non-finite,
   so in :func:`alto` one NaN anywhere makes :func:`explore` zero the whole step's
@@ -177,7 +283,8 @@ def clip_by_global_norm(
     A stateless :class:`optax.GradientTransformationExtraArgs`.
 
   Raises:
-    ValueError: for ``max_norm <= 0`` (Python numbers only).
+    TypeError: for a ``max_norm`` that is not a real scalar.
+    ValueError: for ``max_norm <= 0``, NaN or infinity (tracers are not checked).
 
   Examples:
     >>> import jax.numpy as jnp
@@ -195,9 +302,10 @@ def clip_by_global_norm(
   def update_fn(updates, state, params=None, **extra_args):
     del params, extra_args
     norm = global_norm(updates)
-    # `norm <= max_norm` is False for a NaN norm, so NaN spreads to every leaf.
-    scale = jnp.where(norm <= max_norm, 1.0, max_norm / norm)
-    clipped = jax.tree.map(lambda u: (u * scale).astype(u.dtype), updates)
+    limit = jnp.asarray(max_norm, norm.dtype)
+    # `norm <= limit` is False for a NaN norm, so NaN spreads to every leaf.
+    scale = jnp.where(norm <= limit, 1, limit / norm)
+    clipped = jax.tree.map(lambda u: (wide(u) * scale).astype(u.dtype), updates)
     return clipped, state
 
   return optax.GradientTransformationExtraArgs(optax.init_empty_state, update_fn)
@@ -211,8 +319,9 @@ def scale_by_trust_ratio() -> optax.GradientTransformationExtraArgs:
     \quad (\text{ratio } 1 \text{ if either norm is } 0).
 
   Same maths as ``optax.scale_by_trust_ratio()`` with its defaults, computing
-  each norm once (optax's ``safe_norm`` reads the tensor twice) and in float32
-  for low-precision params. Wrap it in ``optax.masked`` to adapt only some
+  each norm once (optax's ``safe_norm`` reads the tensor twice), in float32 for
+  low-precision params and float64 for float64 params, exact for tiny (1e-20)
+  and huge (1e30) tensors. Wrap it in ``optax.masked`` to adapt only some
   tensors, as :func:`alto` does.
 
   Returns:
@@ -232,13 +341,10 @@ def scale_by_trust_ratio() -> optax.GradientTransformationExtraArgs:
   """
 
   def scaled(u: jax.Array, w: jax.Array) -> jax.Array:
-    dtype = wide_dtype(u, w)
-    u_c = u.astype(dtype)
-    w_norm = jnp.sqrt(jnp.sum(jnp.square(w.astype(dtype))))
-    u_norm = jnp.sqrt(jnp.sum(jnp.square(u_c)))
+    u_norm, w_norm = global_norm(u), global_norm(w)
     both = (w_norm > 0) & (u_norm > 0)
     ratio = jnp.where(both, w_norm / jnp.where(both, u_norm, 1), 1)
-    return (u_c * ratio).astype(u.dtype)
+    return (wide(u) * ratio).astype(u.dtype)
 
   def update_fn(updates, state, params=None, **extra_args):
     del extra_args
@@ -256,32 +362,34 @@ def _matrices(params: optax.Params) -> Any:
 
 def esgd(
     learning_rate: optax.ScalarOrSchedule,
-    momentum: Optional[float] = None,
+    momentum: Optional[_Scalar] = None,
     nesterov: bool = False,
-    alpha: Union[float, jax.Array] = 0.5,
-    b1: Union[float, jax.Array] = 0.01,
+    alpha: _Scalar = _ALPHA,
+    explore_b1: _Scalar = _EXPLORE_B1,
 ) -> optax.GradientTransformationExtraArgs:
   r"""SGD (optionally with momentum) on the explored gradient of :func:`explore`.
 
-  ``chain(explore(alpha, b1), optax.sgd(learning_rate, momentum, nesterov))``:
-  :math:`w \leftarrow w - \eta\, \hat g_k` without momentum.
+  ``chain(explore(alpha, explore_b1), optax.sgd(learning_rate, momentum,
+  nesterov))``: :math:`w \leftarrow w - \eta\, \hat g_k` without momentum.
 
-  Defaults are the paper's small-batch preset ``alpha=0.5, b1=0.01``; for batches
-  of 1K and more use ``alpha=-5, b1=0.99``. ``alpha=0`` is ``optax.sgd``.
+  E's defaults are the large-batch preset ``alpha=-5, explore_b1=0.99``; for
+  batches under 1K the authors use ``alpha=0.5, explore_b1=0.01``. ``alpha=0``
+  is ``optax.sgd``.
 
   Args:
-    learning_rate: step size or schedule; >= 0.
+    learning_rate: step size (> 0) or an optax schedule.
     momentum: heavy-ball decay in ``[0, 1)``, or None for plain SGD.
     nesterov: use Nesterov momentum.
-    alpha: E's exploration coefficient; ``|alpha| < 1 / (1 - b1)``.
-    b1: E's decay rate, in ``[0, 1)``.
+    alpha: E's exploration coefficient; ``|alpha| < 1 / (1 - explore_b1)``.
+    explore_b1: E's decay rate, in ``[0, 1)`` (``beta`` in the reference code).
 
   Returns:
     A :class:`optax.GradientTransformationExtraArgs`.
 
   Raises:
-    ValueError: for out-of-range Python-number hyperparameters.
-    TypeError: for a ``nesterov`` that is not a bool.
+    TypeError: for a hyperparameter of the wrong type (e.g. a bool where a
+      number is needed, or a ``nesterov`` that is not a bool).
+    ValueError: for a hyperparameter out of its range, NaN or infinite.
 
   Examples:
     >>> import jax, jax.numpy as jnp, optax
@@ -300,24 +408,25 @@ def esgd(
     Zhao, Li, Zhou, Tan, Jia, `Exploring Landscapes for Better Minima along
     Valleys <https://arxiv.org/abs/2510.27153>`_, NeurIPS 2025.
   """
-  check_range("learning_rate", learning_rate, 0.0)
-  check_range("momentum", momentum, 0.0, 1.0, high_open=True)
-  if not isinstance(nesterov, bool):
-    # Catches esgd(lr, momentum, alpha, b1), which would pass alpha as nesterov.
-    raise TypeError(f"nesterov must be a bool, got {nesterov!r}; pass alpha "
-                    "and b1 by keyword.")
+  _check_learning_rate(learning_rate)
+  if momentum is not None:
+    check_range("momentum", momentum, 0.0, 1.0, high_open=True)
+  # Also catches esgd(lr, momentum, alpha, explore_b1), which would pass alpha as
+  # nesterov.
+  check_bool("nesterov", nesterov)
   return optax.chain(
-      explore(alpha, b1), optax.sgd(learning_rate, momentum, nesterov)
+      _explore(alpha, explore_b1, "explore_b1"),
+      optax.sgd(learning_rate, momentum, nesterov),
   )
 
 
 def eadam(
     learning_rate: optax.ScalarOrSchedule,
-    b1: Union[float, jax.Array] = 0.9,
-    b2: Union[float, jax.Array] = 0.999,
-    eps: Union[float, jax.Array] = 1e-8,
-    alpha: Union[float, jax.Array] = -5.0,
-    explore_b1: Union[float, jax.Array] = 0.99,
+    b1: _Scalar = 0.9,
+    b2: _Scalar = 0.999,
+    eps: _Scalar = 1e-8,
+    alpha: _Scalar = _ALPHA,
+    explore_b1: _Scalar = _EXPLORE_B1,
 ) -> optax.GradientTransformationExtraArgs:
   r"""Adam on the explored gradient of :func:`explore`.
 
@@ -325,23 +434,24 @@ def eadam(
   Adam's moments average :math:`\hat g_k`, not :math:`g_k`. ``b1, b2`` are
   Adam's, as in ``optax.adam``; ``alpha, explore_b1`` are E's.
 
-  Defaults for E are the paper's large-batch preset ``alpha=-5,
-  explore_b1=0.99``; for small batches use ``alpha=0.5, explore_b1=0.01``.
-  ``alpha=0`` is ``optax.adam``.
+  E's defaults are the large-batch preset ``alpha=-5, explore_b1=0.99``; for
+  batches under 1K the authors use ``alpha=0.5, explore_b1=0.01``. ``alpha=0``
+  is ``optax.adam``.
 
   Args:
-    learning_rate: step size or schedule; >= 0.
+    learning_rate: step size (> 0) or an optax schedule.
     b1: Adam's first-moment decay, in ``[0, 1)``.
     b2: Adam's second-moment decay, in ``[0, 1)``.
     eps: Adam's denominator constant; > 0.
     alpha: E's exploration coefficient; ``|alpha| < 1 / (1 - explore_b1)``.
-    explore_b1: E's decay rate, in ``[0, 1)``.
+    explore_b1: E's decay rate, in ``[0, 1)`` (``beta`` in the reference code).
 
   Returns:
     A :class:`optax.GradientTransformationExtraArgs`.
 
   Raises:
-    ValueError: for out-of-range Python-number hyperparameters.
+    TypeError: for a hyperparameter that is not a real scalar.
+    ValueError: for a hyperparameter out of its range, NaN or infinite.
 
   Examples:
     >>> import jax.numpy as jnp
@@ -356,23 +466,23 @@ def eadam(
     Zhao, Li, Zhou, Tan, Jia, `Exploring Landscapes for Better Minima along
     Valleys <https://arxiv.org/abs/2510.27153>`_, NeurIPS 2025.
   """
-  check_range("learning_rate", learning_rate, 0.0)
-  _check_adam(b1, b2, eps, "b1", "b2")
-  _check_explore(alpha, explore_b1, "explore_b1")
+  _check_learning_rate(learning_rate)
+  _check_adam(b1, b2, eps)
   return optax.chain(
-      explore(alpha, explore_b1), optax.adam(learning_rate, b1, b2, eps)
+      _explore(alpha, explore_b1, "explore_b1"),
+      optax.adam(learning_rate, b1, b2, eps),
   )
 
 
 def eadamw(
     learning_rate: optax.ScalarOrSchedule,
-    b1: Union[float, jax.Array] = 0.9,
-    b2: Union[float, jax.Array] = 0.999,
-    eps: Union[float, jax.Array] = 1e-8,
-    weight_decay: Union[float, jax.Array] = 1e-4,
+    b1: _Scalar = 0.9,
+    b2: _Scalar = 0.999,
+    eps: _Scalar = 1e-8,
+    weight_decay: _Scalar = 1e-4,
     mask: _Mask = None,
-    alpha: Union[float, jax.Array] = -5.0,
-    explore_b1: Union[float, jax.Array] = 0.99,
+    alpha: _Scalar = _ALPHA,
+    explore_b1: _Scalar = _EXPLORE_B1,
 ) -> optax.GradientTransformationExtraArgs:
   r"""AdamW on the explored gradient of :func:`explore`.
 
@@ -380,25 +490,28 @@ def eadamw(
   weight_decay=weight_decay, mask=mask))``. The decay is decoupled, so E sees
   the loss gradient only.
 
-  Defaults for E are the large-batch preset ``alpha=-5, explore_b1=0.99``; for
-  small batches use ``alpha=0.5, explore_b1=0.01``. ``alpha=0`` is
-  ``optax.adamw``.
+  E's defaults are the large-batch preset ``alpha=-5, explore_b1=0.99``; for
+  batches under 1K the authors use ``alpha=0.5, explore_b1=0.01``. ``alpha=0``
+  is ``optax.adamw``.
 
   Args:
-    learning_rate: step size or schedule; >= 0.
+    learning_rate: step size (> 0) or an optax schedule.
     b1: Adam's first-moment decay, in ``[0, 1)``.
     b2: Adam's second-moment decay, in ``[0, 1)``.
     eps: Adam's denominator constant; > 0.
     weight_decay: decoupled decay coefficient; >= 0.
-    mask: which tensors decay, as in ``optax.adamw`` (None: all of them).
+    mask: which tensors decay, as in ``optax.adamw``: a pytree of bools like
+      params (a single bool for all), a callable returning one, or None (all).
     alpha: E's exploration coefficient; ``|alpha| < 1 / (1 - explore_b1)``.
-    explore_b1: E's decay rate, in ``[0, 1)``.
+    explore_b1: E's decay rate, in ``[0, 1)`` (``beta`` in the reference code).
 
   Returns:
     A :class:`optax.GradientTransformationExtraArgs`.
 
   Raises:
-    ValueError: for out-of-range Python-number hyperparameters.
+    TypeError: for a hyperparameter of the wrong type (a number that is not a
+      real scalar, a mask with a leaf that is not a bool).
+    ValueError: for a hyperparameter out of its range, NaN or infinite.
 
   Examples:
     >>> import jax.numpy as jnp
@@ -413,12 +526,12 @@ def eadamw(
     Zhao, Li, Zhou, Tan, Jia, `Exploring Landscapes for Better Minima along
     Valleys <https://arxiv.org/abs/2510.27153>`_, NeurIPS 2025.
   """
-  check_range("learning_rate", learning_rate, 0.0)
-  _check_adam(b1, b2, eps, "b1", "b2")
+  _check_learning_rate(learning_rate)
+  _check_adam(b1, b2, eps)
   check_range("weight_decay", weight_decay, 0.0)
-  _check_explore(alpha, explore_b1, "explore_b1")
+  _check_mask(mask)
   return optax.chain(
-      explore(alpha, explore_b1),
+      _explore(alpha, explore_b1, "explore_b1"),
       optax.adamw(learning_rate, b1, b2, eps, weight_decay=weight_decay,
                   mask=mask),
   )
@@ -426,18 +539,20 @@ def eadamw(
 
 def alto(
     learning_rate: optax.ScalarOrSchedule,
-    alpha: Union[float, jax.Array] = -5.0,
-    b1: Union[float, jax.Array] = 0.99,
-    b2: Union[float, jax.Array] = 0.9,
-    b3: Union[float, jax.Array] = 0.99,
-    eps: Union[float, jax.Array] = 1e-6,
-    weight_decay: Union[float, jax.Array] = 1e-4,
+    *,
+    b1: _Scalar = 0.9,
+    b2: _Scalar = 0.99,
+    eps: _Scalar = 1e-6,
+    weight_decay: _Scalar = 1e-4,
     mask: _Mask = None,
-    clip_norm: Union[float, jax.Array] = 1.0,
+    clip_norm: _Scalar = 1.0,
+    alpha: _Scalar = _ALPHA,
+    explore_b1: _Scalar = _EXPLORE_B1,
 ) -> optax.GradientTransformationExtraArgs:
   r"""ALTO: E inside LAMB, in the order of the reference code.
 
-  For a step with gradient :math:`g` (names as in the reference, ``b1`` is E's):
+  For a step with gradient :math:`g` (:math:`\beta_1` is ``explore_b1``,
+  :math:`\beta_2, \beta_3` are ``b1, b2``, the paper's names):
 
   1. clip to global norm: :math:`g \leftarrow g \min(1, c / \lVert g \rVert)`;
   2. E: :math:`\hat g = (1 + \alpha(1 - \beta_1)) g - \alpha(1 - \beta_1) m`,
@@ -450,37 +565,45 @@ def alto(
   5. other tensors (biases, norm scales): :math:`w \leftarrow w - \eta r`,
      with no trust ratio.
 
-  It is ``chain(clip_by_global_norm(clip_norm), explore(alpha, b1),
-  optax.scale_by_adam(b2, b3, eps), optax.add_decayed_weights(weight_decay,
+  It is ``chain(clip_by_global_norm(clip_norm), explore(alpha, explore_b1),
+  optax.scale_by_adam(b1, b2, eps), optax.add_decayed_weights(weight_decay,
   mask), optax.masked(scale_by_trust_ratio(), mask),
   optax.scale_by_learning_rate(learning_rate))``. Defaults are the reference
-  factory's, i.e. the large-batch preset ``alpha=-5, b1=0.99``.
+  factory's (``betas=(0.99, 0.9, 0.99), alpha=-5, eps=1e-6,
+  weight_decay=1e-4``), i.e. E's large-batch preset ``alpha=-5,
+  explore_b1=0.99``; ``b1, b2`` are named and ordered as in ``optax.lamb``,
+  but default to the reference's 0.9, 0.99. Arguments after ``learning_rate``
+  are keyword-only.
 
   One deliberate difference: the reference couples the trust ratio to a
   nonzero weight decay, so with ``weight_decay=0`` it applies none anywhere.
   Here ``mask`` alone selects the trust-ratio tensors, so a decay schedule that
   reaches 0 does not switch LAMB off. For the reference's ``weight_decay=0``
-  behaviour pass ``mask=lambda p: jax.tree.map(lambda _: False, p)``.
+  behaviour pass ``mask=False``.
 
   Args:
-    learning_rate: step size or schedule; >= 0.
-    alpha: E's exploration coefficient; ``|alpha| < 1 / (1 - b1)``.
-    b1: E's decay rate, in ``[0, 1)``.
-    b2: first-moment decay of the Adam part, in ``[0, 1)``.
-    b3: second-moment decay of the Adam part, in ``[0, 1)``.
+    learning_rate: step size (> 0) or an optax schedule.
+    b1: first-moment decay of the Adam part, in ``[0, 1)`` (``betas[1]`` in
+      the reference code).
+    b2: second-moment decay of the Adam part, in ``[0, 1)`` (``betas[2]``).
     eps: denominator constant; > 0.
     weight_decay: decoupled decay on the masked tensors; >= 0.
-    mask: pytree of bools like params, or a callable returning one, selecting
-      the tensors that decay and get a trust ratio. None: tensors with
-      ``ndim >= 2``. Under ``optax.inject_hyperparams`` pass a callable mask in
-      ``static_args``.
+    mask: pytree of bools like params (a single bool for all tensors), or a
+      callable returning one, selecting the tensors that decay and get a trust
+      ratio. None: tensors with ``ndim >= 2``. Under
+      ``optax.inject_hyperparams`` pass a callable mask in ``static_args``.
     clip_norm: the global-norm clipping threshold; > 0.
+    alpha: E's exploration coefficient; ``|alpha| < 1 / (1 - explore_b1)``.
+    explore_b1: E's decay rate, in ``[0, 1)`` (``betas[0]`` in the reference
+      code).
 
   Returns:
     A :class:`optax.GradientTransformationExtraArgs`.
 
   Raises:
-    ValueError: for out-of-range Python-number hyperparameters.
+    TypeError: for a hyperparameter of the wrong type (a number that is not a
+      real scalar, a mask with a leaf that is not a bool).
+    ValueError: for a hyperparameter out of its range, NaN or infinite.
 
   Examples:
     >>> import jax, jax.numpy as jnp, optax
@@ -502,17 +625,17 @@ def alto(
     You et al., `Large Batch Optimization for Deep Learning: Training BERT in 76
     minutes <https://arxiv.org/abs/1904.00962>`_, ICLR 2020.
   """
-  check_range("learning_rate", learning_rate, 0.0)
-  _check_explore(alpha, b1, "b1")
-  _check_adam(b2, b3, eps, "b2", "b3")
+  _check_learning_rate(learning_rate)
+  _check_adam(b1, b2, eps)
   check_range("weight_decay", weight_decay, 0.0)
+  _check_mask(mask)
   check_range("clip_norm", clip_norm, 0.0, low_open=True)
   if mask is None:
     mask = _matrices
   return optax.chain(
       clip_by_global_norm(clip_norm),
-      explore(alpha, b1),
-      optax.scale_by_adam(b1=b2, b2=b3, eps=eps),
+      _explore(alpha, explore_b1, "explore_b1"),
+      optax.scale_by_adam(b1=b1, b2=b2, eps=eps),
       optax.add_decayed_weights(weight_decay, mask),
       optax.masked(scale_by_trust_ratio(), mask),
       optax.scale_by_learning_rate(learning_rate),

@@ -1,6 +1,8 @@
 """Tests of optaxplus.exploration against the float64 transcription in tests/references/exploration.py."""
 
 import functools
+import inspect
+import re
 
 import chex
 import jax
@@ -112,13 +114,13 @@ def assert_trajectories_close(library, reference, rtol, atol):
 
 
 REFERENCE_CASES = {
-    "esgd": (lambda: esgd(0.05, alpha=0.5, b1=0.01),
+    "esgd": (lambda: esgd(0.05, alpha=0.5, explore_b1=0.01),
              lambda: ref.WithExplore(ref.Explore(0.5, 0.01), ref.SGD(0.05))),
     "esgd_momentum_large_batch": (
-        lambda: esgd(0.05, momentum=0.9, alpha=-5.0, b1=0.99),
+        lambda: esgd(0.05, momentum=0.9, alpha=-5.0, explore_b1=0.99),
         lambda: ref.WithExplore(ref.Explore(-5.0, 0.99), ref.SGD(0.05, 0.9))),
     "esgd_nesterov": (
-        lambda: esgd(0.05, momentum=0.8, nesterov=True, alpha=2.0, b1=0.7),
+        lambda: esgd(0.05, momentum=0.8, nesterov=True, alpha=2.0, explore_b1=0.7),
         lambda: ref.WithExplore(ref.Explore(2.0, 0.7), ref.SGD(0.05, 0.8, True))),
     "eadam": (lambda: eadam(0.01, alpha=-5.0, explore_b1=0.99),
               lambda: ref.WithExplore(ref.Explore(-5.0, 0.99), ref.Adam(0.01))),
@@ -132,9 +134,9 @@ REFERENCE_CASES = {
     "alto": (lambda: alto(0.01, weight_decay=0.01),
              lambda: ref.ALTO(0.01, weight_decay=0.01, decayed=DECAYED)),
     "alto_small_batch": (
-        lambda: alto(0.02, alpha=0.5, b1=0.01, b2=0.8, b3=0.95, eps=1e-4,
+        lambda: alto(0.02, alpha=0.5, explore_b1=0.01, b1=0.8, b2=0.95, eps=1e-4,
                      weight_decay=0.1, clip_norm=0.5),
-        lambda: ref.ALTO(0.02, alpha=0.5, b1=0.01, b2=0.8, b3=0.95, eps=1e-4,
+        lambda: ref.ALTO(0.02, betas=(0.01, 0.8, 0.95), alpha=0.5, eps=1e-4,
                          weight_decay=0.1, decayed=DECAYED, clip_norm=0.5)),
 }
 
@@ -306,47 +308,210 @@ def test_inject_hyperparams_with_scheduled_alpha():
                          constant[-1]["['dense_0']['kernel']"], rtol=1e-3)
 
 
-@pytest.mark.parametrize("make,match", [
+# --- Hyperparameter checks -----------------------------------------------------------------
+
+FACTORIES = {  # every public factory with hyperparameters, and its required arguments
+    "explore": (explore, {}),
+    "clip_by_global_norm": (clip_by_global_norm, {"max_norm": 1.0}),
+    "esgd": (esgd, {"learning_rate": 0.1}),
+    "eadam": (eadam, {"learning_rate": 0.1}),
+    "eadamw": (eadamw, {"learning_rate": 0.1}),
+    "alto": (alto, {"learning_rate": 0.1}),
+}
+BAD_VALUES = {
+    "True": True, "False": False, "None": None, "'0.1'": "0.1", "[0.1]": [0.1],
+    "jnp.array(-1.)": jnp.array(-1.0), "nan": float("nan"), "inf": float("inf"),
+    "jnp.ones(2)": jnp.ones(2),
+}
+# Values of this list that are valid for an argument: alpha may be -1 (|alpha| < 100),
+# momentum None (plain SGD), nesterov a bool, mask None or a bool (every tensor, or none).
+ACCEPTED = {("alpha", "jnp.array(-1.)"), ("momentum", "None"), ("nesterov", "True"),
+            ("nesterov", "False"), ("mask", "None"), ("mask", "True"), ("mask", "False")}
+# Wrong types are TypeErrors; numbers out of range, NaN and infinities ValueErrors.
+OUT_OF_RANGE = {"jnp.array(-1.)", "nan", "inf"}
+NOT_NUMBERS = {"nesterov", "mask"}  # any non-bool (non-bool leaf) is a TypeError
+
+
+def bad_input_cases():
+  """(factory, argument, bad value) for every argument of every factory."""
+  for factory, (make, _) in FACTORIES.items():
+    for argument in inspect.signature(make).parameters:
+      for value_name in BAD_VALUES:
+        if (argument, value_name) not in ACCEPTED:
+          yield pytest.param(factory, argument, value_name,
+                             id=f"{factory}-{argument}-{value_name}")
+
+
+@pytest.mark.parametrize("factory,argument,value_name", bad_input_cases())
+def test_bad_input_raises_naming_the_argument(factory, argument, value_name):
+  make, required = FACTORIES[factory]
+  wrong_type = argument in NOT_NUMBERS or value_name not in OUT_OF_RANGE
+  with pytest.raises(TypeError if wrong_type else ValueError) as raised:
+    make(**{**required, argument: BAD_VALUES[value_name]})
+  assert re.match(rf"{argument}\b", str(raised.value)), str(raised.value)
+
+
+@pytest.mark.parametrize("make,error,match", [
     (lambda: explore(alpha=-100.0, b1=0.99),
-     r"alpha \(with b1=0.99\) must be in \(-100.0, 100.0\)"),
-    (lambda: explore(alpha=2.0, b1=0.5), r"alpha \(with b1=0.5\) must be in \(-2.0, 2.0\)"),
-    (lambda: explore(alpha=float("nan")), r"alpha .*got nan"),
-    (lambda: explore(alpha=float("inf")), r"alpha .*got inf"),
-    (lambda: explore(b1=1.0), r"b1 must be in \[0.0, 1.0\)"),
-    (lambda: explore(b1=-0.1), r"b1 must be in \[0.0, 1.0\)"),
-    (lambda: clip_by_global_norm(0.0), r"max_norm must be in \(0.0, inf\)"),
-    (lambda: esgd(-0.1), r"learning_rate must be in \[0.0, inf\)"),
-    (lambda: esgd(0.1, momentum=1.0), r"momentum must be in \[0.0, 1.0\)"),
-    (lambda: esgd(0.1, alpha=1.02, b1=0.01), r"alpha \(with b1=0.01\) must be in \(-1.0101"),
-    (lambda: eadam(0.1, eps=0.0), r"eps must be in \(0.0, inf\)"),
-    (lambda: eadam(0.1, b2=1.0), r"b2 must be in \[0.0, 1.0\)"),
-    (lambda: eadam(0.1, alpha=-10.5, explore_b1=0.9),
-     r"alpha \(with explore_b1=0.9\) must be in \(-10.0, 10.0\)"),
-    (lambda: eadam(0.1, explore_b1=1.5), r"explore_b1 must be in \[0.0, 1.0\)"),
-    (lambda: eadamw(0.1, weight_decay=-1e-4), r"weight_decay must be in \[0.0, inf\)"),
-    (lambda: alto(0.1, clip_norm=0.0), r"clip_norm must be in \(0.0, inf\)"),
-    (lambda: alto(0.1, clip_norm=-1.0), r"clip_norm must be in \(0.0, inf\)"),
-    (lambda: alto(-1e-3), r"learning_rate must be in \[0.0, inf\)"),
-    (lambda: alto(0.1, b3=1.0), r"b3 must be in \[0.0, 1.0\)"),
-    (lambda: alto(0.1, eps=-1e-6), r"eps must be in \(0.0, inf\)"),
-    (lambda: alto(0.1, weight_decay=-0.1), r"weight_decay must be in \[0.0, inf\)"),
-    (lambda: alto(0.1, alpha=-5.5, b1=0.8), r"alpha \(with b1=0.8\) must be in \(-5.0, 5.0\)"),
+     ValueError, r"alpha \(with b1=0.99\) must be a finite number in \(-100.0, 100.0\), "
+                 r"got -100.0"),
+    (lambda: explore(alpha=2.0, b1=0.5), ValueError, r"alpha \(with b1=0.5\) .* \(-2.0, 2.0\)"),
+    (lambda: explore(b1=1.0), ValueError, r"b1 must be a finite number in \[0.0, 1.0\)"),
+    (lambda: explore(b1=-0.1), ValueError, r"b1 .* \[0.0, 1.0\)"),
+    # Concrete arrays are checked like numbers, the alpha bound included.
+    (lambda: explore(alpha=jnp.array(-101.0), b1=jnp.array(0.99)), ValueError,
+     r"alpha \(with b1=0.99\d*\) .* \(-100.0\d*, 100.0\d*\), got Array\(-101"),
+    (lambda: eadam(0.1, b1=np.float32(1.0)), ValueError, r"b1 .* \[0.0, 1.0\)"),
+    (lambda: clip_by_global_norm(0.0), ValueError, r"max_norm .* \(0.0, inf\)"),
+    (lambda: esgd(0.0), ValueError, r"learning_rate .* \(0.0, inf\) or a schedule"),
+    (lambda: esgd(0.1, momentum=1.0), ValueError, r"momentum .* \[0.0, 1.0\)"),
+    (lambda: esgd(0.1, alpha=1.02, explore_b1=0.01), ValueError,
+     r"alpha \(with explore_b1=0.01\) .* \(-1.0101"),
+    (lambda: eadam(0.1, eps=0.0), ValueError, r"eps .* \(0.0, inf\)"),
+    (lambda: eadam(0.1, b2=1.0), ValueError, r"b2 .* \[0.0, 1.0\)"),
+    (lambda: eadam(0.1, alpha=-10.5, explore_b1=0.9), ValueError,
+     r"alpha \(with explore_b1=0.9\) .* \(-10.0, 10.0\)"),
+    (lambda: eadam(0.1, explore_b1=1.5), ValueError, r"explore_b1 .* \[0.0, 1.0\)"),
+    (lambda: eadamw(0.1, weight_decay=-1e-4), ValueError, r"weight_decay .* \[0.0, inf\)"),
+    (lambda: eadamw(0.1, mask={"w": 1}), TypeError, r"mask must be None, a pytree of bools"),
+    (lambda: alto(0.1, clip_norm=-1.0), ValueError, r"clip_norm .* \(0.0, inf\)"),
+    (lambda: alto(0.1, b2=1.0), ValueError, r"b2 .* \[0.0, 1.0\)"),
+    (lambda: alto(0.1, alpha=-5.5, explore_b1=0.8), ValueError,
+     r"alpha \(with explore_b1=0.8\) .* \(-5.0, 5.0\)"),
+    # The old names are gone, not silently ignored; alto's options are keyword-only.
+    (lambda: alto(0.1, b3=0.99), TypeError, "b3"),
+    (lambda: esgd(0.1, b1=0.99), TypeError, "b1"),
+    (lambda: alto(0.1, 0.9), TypeError, "positional"),
+    # esgd(lr, momentum, alpha, explore_b1) would pass alpha as nesterov.
+    (lambda: esgd(0.1, 0.9, 0.5, 0.01), TypeError, "nesterov must be True or False"),
 ])
-def test_bad_hyperparameters_raise(make, match):
-  with pytest.raises(ValueError, match=match):
+def test_bad_hyperparameters_raise(make, error, match):
+  with pytest.raises(error, match=match):
     make()
 
 
-def test_positional_alpha_cannot_land_in_nesterov():
-  with pytest.raises(TypeError, match="nesterov must be a bool"):
-    esgd(0.1, 0.9, 0.5, 0.01)
-
-
-def test_boundary_hyperparameters_are_accepted():
+def test_boundary_and_special_hyperparameters_are_accepted():
   explore(alpha=-99.0, b1=0.99)
   explore(alpha=0.5, b1=0.0)
-  alto(0.0, weight_decay=0.0)
-  esgd(0.1, momentum=0.0)
+  explore(alpha=jnp.array(-5.0), b1=np.float64(0.99))
+  alto(1e-3, weight_decay=0.0, mask=False)
+  alto(optax.linear_schedule(0.1, 0.0, 10), mask={"w": True, "b": np.bool_(False)})
+  eadamw(0.1, mask=lambda p: jax.tree.map(lambda _: True, p))
+  esgd(0.1, momentum=0.0, nesterov=np.bool_(True))
+
+
+def test_concrete_array_hyperparameters_act_as_numbers():
+  g = {"w": jnp.array([1.0, -2.0]), "b": jnp.array([0.5])}
+  as_arrays, as_floats = explore(jnp.array(-5.0), jnp.array(0.99)), explore(-5.0, 0.99)
+  s_arrays, s_floats = as_arrays.init(g), as_floats.init(g)
+  for _ in range(3):
+    got, s_arrays = as_arrays.update(g, s_arrays)
+    want, s_floats = as_floats.update(g, s_floats)
+    chex.assert_trees_all_close(got, want, rtol=1e-6)
+
+
+def test_every_factory_defaults_to_the_large_batch_preset():
+  for make, decay in ((explore, "b1"), (esgd, "explore_b1"), (eadam, "explore_b1"),
+                      (eadamw, "explore_b1"), (alto, "explore_b1")):
+    parameters = inspect.signature(make).parameters
+    assert parameters["alpha"].default == -5.0, make.__name__
+    assert parameters[decay].default == 0.99, make.__name__
+
+
+def test_mask_bool_selects_every_tensor_or_none():
+  params = mlp_params()
+  grads = jax.tree.map(lambda p: 0.3 * p + 0.1, params)
+  every = lambda p: jax.tree.map(lambda _: True, p)
+  none = lambda p: jax.tree.map(lambda _: False, p)
+  for flag, callable_mask in ((True, every), (False, none)):
+    with_bool, with_callable = alto(0.01, mask=flag), alto(0.01, mask=callable_mask)
+    got, _ = with_bool.update(grads, with_bool.init(params), params)
+    want, _ = with_callable.update(grads, with_callable.init(params), params)
+    chex.assert_trees_all_close(got, want, rtol=1e-6)
+  # ...and the two differ: with no tensor masked there is no trust ratio.
+  assert not np.allclose(
+      alto(0.01, mask=True).update(grads, alto(0.01).init(params), params)[0]
+      ["dense_0"]["kernel"],
+      alto(0.01, mask=False).update(grads, alto(0.01).init(params), params)[0]
+      ["dense_0"]["kernel"])
+
+
+# --- Overflow and precision --------------------------------------------------------------
+
+BF16_MAX = float(jnp.finfo(jnp.bfloat16).max)  # 3.39e38
+
+
+@pytest.mark.parametrize("dtype,big", [(jnp.float32, 3e38), (jnp.bfloat16, BF16_MAX)])
+@pytest.mark.parametrize("alpha,b1,m,g", [
+    (-5.0, 0.99, 1.0, -1.0),  # g - m overflows (the large-batch form reads the new m)
+    (-5.0, 0.99, 1.0, 1.0),
+    (0.5, 0.01, 0.66, 0.66),  # (1 + alpha (1 - b1)) g overflows
+    (0.5, 0.01, 1.0, -0.33),  # g - m overflows
+    (1.5, 0.5, 1.0, 0.66),  # the new-average form, whose coefficient is 1.5
+])
+def test_explore_keeps_finite_gradients_finite_near_the_float_max(dtype, big, alpha, b1, m, g):
+  """ĝ = (1 + c) g - c m and m' = b1 m + (1 - b1) g, exact values representable."""
+  m = jnp.full((3,), m * big, dtype)  # a previous average near the largest float
+  g = {"w": jnp.full((3,), g * big, dtype), "b": jnp.full((2,), -g * big, dtype)}
+  mu = {"w": m, "b": -m[:2]}
+  c = alpha * (1 - b1)
+  want_g = jax.tree.map(lambda g, m: (1 + c) * np.float64(g) - c * np.float64(m), g, mu)
+  want_m = jax.tree.map(lambda g, m: b1 * np.float64(m) + (1 - b1) * np.float64(g), g, mu)
+  assert max(np.max(np.abs(v)) for v in jax.tree.leaves(want_g)) <= float(jnp.finfo(dtype).max)
+  got_g, state = jax.jit(explore(alpha, b1).update)(g, ExploreState(mu=mu))
+  chex.assert_tree_all_finite((got_g, state))
+  rtol = 1e-6 if dtype == jnp.float32 else 1e-2
+  chex.assert_trees_all_close(jax.tree.map(np.float64, got_g), want_g, rtol=rtol)
+  chex.assert_trees_all_close(jax.tree.map(np.float64, state.mu), want_m, rtol=rtol)
+
+
+def test_esgd_with_a_3e38_gradient_stays_finite_like_sgd():
+  data = [{"w": jnp.full((2, 2), s * 3e38, jnp.float32), "b": jnp.full((3,), -s * 3e38)}
+          for s in (1, 1, -1, 1)]
+  params = jax.tree.map(jnp.zeros_like, data[0])
+  opt, reference = esgd(0.1), ref.WithExplore(ref.Explore(-5.0, 0.99), ref.SGD(0.1))
+  want, state, update = flat(params), opt.init(params), jax.jit(opt.update)
+  for g in data:
+    updates, state = update(g, state, params)
+    params = optax.apply_updates(params, updates)
+    want = reference.step(want, flat(g))
+    chex.assert_tree_all_finite((params, state))
+    for k, v in flat(params).items():
+      np.testing.assert_allclose(v, want[k], rtol=1e-5)
+
+
+def test_norms_of_float64_params_are_float64():
+  """Clip and trust ratio in float64: a float32 norm would be off by ~1e-8."""
+  rng = np.random.default_rng(3)
+  with jax.enable_x64(True):
+    u = {"a": jnp.asarray(rng.normal(size=(7, 5))), "b": jnp.asarray(rng.normal(size=3))}
+    w = jax.tree.map(lambda v: 3.0 + v, u)
+    clipped, _ = clip_by_global_norm(0.5).update(u, ())
+    scaled, _ = scale_by_trust_ratio().update(u, (), w)
+    chex.assert_trees_all_equal_dtypes(clipped, u)
+    clipped, scaled = flat(clipped), flat(scaled)
+    np.testing.assert_allclose(ref.global_norm(clipped), 0.5, rtol=1e-14)
+    for k in flat(u):
+      np.testing.assert_allclose(np.linalg.norm(scaled[k]), np.linalg.norm(flat(w)[k]),
+                                 rtol=1e-14)
+      np.testing.assert_allclose(
+          scaled[k] / np.linalg.norm(scaled[k]), flat(u)[k] / np.linalg.norm(flat(u)[k]),
+          rtol=1e-13)
+
+
+@pytest.mark.parametrize("size", [1e-25, 1e25])
+def test_norms_of_tiny_and_huge_updates_are_exact(size):
+  """Squares of 1e-25 underflow float32 and of 1e25 overflow it; the norms stay exact."""
+  rng = np.random.default_rng(4)
+  u64 = {"a": rng.normal(size=(4, 3)) * size, "b": rng.normal(size=5) * size}
+  w64 = {"a": rng.normal(size=(4, 3)), "b": rng.normal(size=5)}
+  u, w = (jax.tree.map(lambda v: jnp.asarray(v, jnp.float32), t) for t in (u64, w64))
+  clipped, _ = clip_by_global_norm(size / 10).update(u, ())
+  np.testing.assert_allclose(ref.global_norm(flat(clipped)) / (size / 10), 1.0, rtol=1e-5)
+  scaled, _ = scale_by_trust_ratio().update(u, (), w)
+  for k in u64:
+    want = u64[k] * np.linalg.norm(w64[k]) / np.linalg.norm(u64[k])
+    np.testing.assert_allclose(np.asarray(scaled[k], np.float64), want, rtol=1e-5)
 
 
 def test_zero_gradient_is_finite():

@@ -1,8 +1,16 @@
-"""Float64 NumPy transcription of METHODS.md §4: E in its two-buffer form, ALTO, LAMB.
+"""Float64 NumPy transcription of E, ALTO and LAMB, with the authors' argument names.
 
-E is written as the reference code (github.com/zhaotong94/E) writes it, with the
-previous gradient and the average of gradient differences as two buffers; the library
-keeps one buffer, so agreement over many steps checks the one-buffer identity.
+Zhao, Li, Zhou, Tan, Jia, *Exploring Landscapes for Better Minima along Valleys*,
+NeurIPS 2025 (arXiv:2510.27153); You et al., *Large Batch Optimization for Deep Learning:
+Training BERT in 76 minutes*, ICLR 2020 (arXiv:1904.00962, LAMB).
+
+E is written as the authors' reference code (github.com/zhaotong94/E, ``E.py``) writes
+it, with the previous gradient and the average of gradient differences as two buffers;
+the library keeps one buffer, so agreement over many steps checks the one-buffer
+identity. Arguments keep the reference code's names (``E(alpha, beta)``,
+``ALTO(lr, betas=(beta1, beta2, beta3), alpha, ...)``), so that tests comparing the
+library against this file also check the library's renaming (``explore_b1`` = ``beta1``,
+ALTO's ``b1, b2`` = ``beta2, beta3``).
 Trees are flat dicts ``name -> np.ndarray``; every optimizer is a small class whose
 ``step(params, grads)`` returns the new params. Nothing here imports optaxplus.
 """
@@ -25,10 +33,10 @@ def global_norm(tree: Tree) -> float:
 
 
 class Explore:
-  """E: ``a_k = b1 a_{k-1} + (1-b1)(g_k - g_{k-1})``, ``ĝ_k = g_k + alpha a_k``."""
+  """E: ``a_k = beta a_{k-1} + (1-beta)(g_k - g_{k-1})``, ``ĝ_k = g_k + alpha a_k``."""
 
-  def __init__(self, alpha: float, b1: float):
-    self.alpha, self.b1 = alpha, b1
+  def __init__(self, alpha: float, beta: float):
+    self.alpha, self.beta = alpha, beta
     self.prev_grad: Tree | None = None  # g_0 = 0
     self.grad_diff_avg: Tree | None = None  # a_0 = 0
 
@@ -38,7 +46,7 @@ class Explore:
       self.prev_grad, self.grad_diff_avg = _zeros_like(grads), _zeros_like(grads)
     explored = {}
     for k, g in grads.items():
-      a = self.b1 * self.grad_diff_avg[k] + (1 - self.b1) * (g - self.prev_grad[k])
+      a = self.beta * self.grad_diff_avg[k] + (1 - self.beta) * (g - self.prev_grad[k])
       self.grad_diff_avg[k] = a
       explored[k] = g + self.alpha * a
     self.prev_grad = {k: g.copy() for k, g in grads.items()}
@@ -104,21 +112,22 @@ class WithExplore:
 class ALTO:
   """ALTO in the reference order; ``alpha = 0`` is the reference's LAMB.
 
-  Per step: clip the whole gradient to global norm ``clip_norm``; E (two buffers,
-  on the clipped gradient); Adam moments of ``ĝ`` with ``b2, b3``, bias corrected,
+  Per step: clip the whole gradient to global norm ``clip_norm``; E (``alpha``,
+  ``beta1``; two buffers, on the clipped gradient); Adam moments of ``ĝ`` with
+  ``beta2, beta3``, bias corrected,
   ``r = m̂/(sqrt(v̂)+eps)``; for tensors with ``decayed[k]``: ``r += wd w`` and
   ``w -= lr ‖w‖/‖r‖ r`` (ratio 1 if a norm is 0); others: ``w -= lr r``.
   ``decayed=None`` decays every tensor (optax.lamb's convention). ``alpha`` may be
   changed between steps (a schedule).
   """
 
-  def __init__(self, lr: float, alpha: float = -5.0, b1: float = 0.99,
-               b2: float = 0.9, b3: float = 0.99, eps: float = 1e-6,
-               weight_decay: float = 1e-4, decayed: dict[str, bool] | None = None,
-               clip_norm: float = 1.0):
-    self.lr, self.b2, self.b3, self.eps = lr, b2, b3, eps
+  def __init__(self, lr: float, betas: tuple[float, float, float] = (0.99, 0.9, 0.99),
+               alpha: float = -5.0, eps: float = 1e-6, weight_decay: float = 1e-4,
+               decayed: dict[str, bool] | None = None, clip_norm: float = 1.0):
+    beta1, self.beta2, self.beta3 = betas
+    self.lr, self.eps = lr, eps
     self.weight_decay, self.decayed, self.clip_norm = weight_decay, decayed, clip_norm
-    self.explore = Explore(alpha, b1)
+    self.explore = Explore(alpha, beta1)
     self.mu: Tree | None = None
     self.nu: Tree | None = None
     self.count = 0
@@ -134,10 +143,10 @@ class ALTO:
     self.count += 1
     new = {}
     for k, g in explored.items():
-      self.mu[k] = self.b2 * self.mu[k] + (1 - self.b2) * g
-      self.nu[k] = self.b3 * self.nu[k] + (1 - self.b3) * g * g
-      mu_hat = self.mu[k] / (1 - self.b2 ** self.count)
-      nu_hat = self.nu[k] / (1 - self.b3 ** self.count)
+      self.mu[k] = self.beta2 * self.mu[k] + (1 - self.beta2) * g
+      self.nu[k] = self.beta3 * self.nu[k] + (1 - self.beta3) * g * g
+      mu_hat = self.mu[k] / (1 - self.beta2 ** self.count)
+      nu_hat = self.nu[k] / (1 - self.beta3 ** self.count)
       r = mu_hat / (np.sqrt(nu_hat) + self.eps)
       trust = 1.0
       if self.decayed is None or self.decayed[k]:
