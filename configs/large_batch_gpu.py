@@ -23,10 +23,11 @@ def get_config():
   config.sweep = default.sweep_block(
       name="large_batch_gpu",
       seeds=(0, 1, 2),
-      metric="test_perplexity",
+      metric="perplexity",
       reference="lamb",
-      description=("Batch 4,096 windows × 64 characters. ALTO (alpha=-5, b1=0.99, clip 1) "
-                   "vs optax.lamb after the same clipping vs Adam."),
+      description=("Batch 4,096 windows × 64 characters. ALTO (alpha=-5, "
+                   "explore_b1=0.99, clip 1) vs optax.lamb after the same clipping vs "
+                   "Adam."),
       arms=[
           dict(label="alto", optimizer=dict(name="alto"),
                grid=(("optimizer.learning_rate", large_batch.LAMB_LEARNING_RATES),)),

@@ -27,7 +27,7 @@ def get_config():
   config.sweep = default.sweep_block(
       name="no_tuning_cnn",
       seeds=(0, 1, 2, 3, 4),
-      metric="test_accuracy",
+      metric="accuracy",
       reference="sgd-momentum",
       untuned=tuple(a["label"] for a in untuned_arms()),
       description=(

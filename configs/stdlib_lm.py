@@ -27,5 +27,5 @@ def get_config(optimizer: str = ""):
   config.train_eval_examples = 256  # evenly spaced training windows
   config.hessian.batch_size = 64
   config.sweep.name = "stdlib_lm"
-  config.sweep.metric = "test_perplexity"
+  config.sweep.metric = "perplexity"
   return config

@@ -19,7 +19,7 @@ def get_config():
   config.sweep = default.sweep_block(
       name="unified_sam",
       seeds=(0, 1, 2, 3, 4),
-      metric="test_accuracy",
+      metric="accuracy",
       reference="sgd-momentum (base)",
       description=("Base: SGD momentum 0.9, lr 0.1, weight decay 5e-4, constant lr. "
                    "λ=1 is SAM, λ=0 USAM; `every_k`: the perturbation is applied every "

@@ -4,12 +4,19 @@ Nothing is downloaded:
 
 * ``digits``: the 8x8 handwritten digits bundled with scikit-learn
   (``sklearn.datasets.load_digits``; 1,797 images, 10 classes). A fixed stratified split
-  keeps 1,440 images for training (divisible by 1, 2, 4, ..., 32 devices) and 357 for test.
+  (``random_state=0``) keeps 357 images for test; from the other 1,440 a stratified split
+  drawn with the data seed keeps 288 for validation and 1,152 for training (divisible by
+  1, 2, 4, ..., 128 devices).
 * ``stdlib_chars``: a character-level corpus made of a fixed list of Python standard-library
   source files (read from ``os.path.dirname(os.__file__)``). Characters are mapped to a
-  fixed 128-symbol ASCII vocabulary, the first 90% of the text is the training split and
-  the last 10% the test split. The text depends on the Python version; its SHA-256 is
-  recorded with every run.
+  fixed 128-symbol ASCII vocabulary; the last 10% of the text is the test split; the first
+  90% is cut into 10 equal blocks, one of them (drawn with the data seed) is the
+  validation split and training windows never overlap it. The text depends on the Python
+  version; its SHA-256 is recorded with every run.
+
+Validation data is for model selection (learning rates, rho, ...); the test split is only
+evaluated, never used to choose. The splits depend on the data seed (``config.data_seed``),
+not on the run's seed, so every seed of a sweep sees the same three splits.
 
 Batches are a pure function of ``(seed, step)``: each epoch is a fresh permutation drawn
 from ``numpy.random.default_rng((seed, epoch))``, so a run resumed at step ``t`` sees
@@ -25,6 +32,9 @@ import os
 import numpy as np
 
 DIGITS_TEST_SIZE = 357
+DIGITS_VALIDATION_SIZE = 288
+STDLIB_TEST_FRACTION = 0.1
+STDLIB_BLOCKS = 10  # of the training text, one of which is the validation split
 # Files of the character corpus, in order. Plain prose-like code with docstrings.
 STDLIB_FILES = ("textwrap.py", "functools.py", "os.py", "dataclasses.py", "argparse.py")
 VOCAB_SIZE = 128  # ASCII; any other character becomes '?'.
@@ -34,36 +44,52 @@ DATASETS = ("digits", "stdlib_chars")
 
 @dataclasses.dataclass(frozen=True)
 class Dataset:
-  """In-memory arrays of one dataset; ``kind`` is 'classification' or 'language_model'."""
+  """In-memory arrays of one dataset; ``kind`` is 'classification' or 'language_model'.
+
+  For language models ``train_y`` is the training text and ``train_x`` the start offsets
+  of its training windows (see :meth:`BatchIterator.batch`); the validation and test
+  splits are windows, inputs in ``*_x`` and next characters in ``*_y``.
+  """
   name: str
   kind: str
   train_x: np.ndarray
   train_y: np.ndarray
+  validation_x: np.ndarray
+  validation_y: np.ndarray
   test_x: np.ndarray
   test_y: np.ndarray
   num_classes: int
   fingerprint: str  # SHA-256 prefix of the raw data, recorded next to the results.
+  num_train_tokens: int = 0  # language models: characters the training windows cover
 
   @property
   def num_train(self) -> int:
     return len(self.train_x)
 
 
-def load_digits(flatten: bool = False) -> Dataset:
-  """The scikit-learn 8x8 digits, scaled to [0, 1], NHWC (or flat) float32, fixed split."""
+def load_digits(flatten: bool = False, data_seed: int = 0) -> Dataset:
+  """The scikit-learn 8x8 digits, scaled to [0, 1], NHWC (or flat) float32.
+
+  Args:
+    flatten: flat 64-pixel rows (for the MLP) instead of 8x8x1 images.
+    data_seed: draws the validation split from the 1,440 non-test images (the test split
+      is the same for every seed).
+  """
   from sklearn import datasets, model_selection  # pylint: disable=import-outside-toplevel
 
   raw = datasets.load_digits()
   x = (raw.images.astype(np.float32) / 16.0)[..., None]  # (N, 8, 8, 1)
-  y = raw.target.astype(np.int32)
-  train_x, test_x, train_y, test_y = model_selection.train_test_split(
-      x, y, test_size=DIGITS_TEST_SIZE, random_state=0, stratify=y)
   if flatten:
-    train_x = train_x.reshape(len(train_x), -1)
-    test_x = test_x.reshape(len(test_x), -1)
+    x = x.reshape(len(x), -1)
+  y = raw.target.astype(np.int32)
+  rest_x, test_x, rest_y, test_y = model_selection.train_test_split(
+      x, y, test_size=DIGITS_TEST_SIZE, random_state=0, stratify=y)
+  train_x, validation_x, train_y, validation_y = model_selection.train_test_split(
+      rest_x, rest_y, test_size=DIGITS_VALIDATION_SIZE, random_state=data_seed,
+      stratify=rest_y)
   fingerprint = hashlib.sha256(raw.images.tobytes()).hexdigest()[:16]
-  return Dataset("digits", "classification", train_x, train_y, test_x, test_y, 10,
-                 fingerprint)
+  return Dataset("digits", "classification", train_x, train_y, validation_x, validation_y,
+                 test_x, test_y, 10, fingerprint)
 
 
 def stdlib_text() -> str:
@@ -86,41 +112,64 @@ def decode(ids) -> str:
   return bytes(int(i) for i in ids).decode("ascii")
 
 
+def _windows(ids: np.ndarray, window: int, count: int, split: str) -> np.ndarray:
+  """``count`` non-overlapping ``window``-long windows of ``ids`` (or all that fit)."""
+  count = min(count, len(ids) // window)
+  if count < 1:
+    raise ValueError(f"the {split} split ({len(ids)} characters) is shorter than one "
+                     f"window ({window}); use a smaller context_length or a larger "
+                     "max_chars.")
+  return ids[:count * window].reshape(count, window)
+
+
 def load_stdlib_chars(context_length: int = 64, max_chars: int = 0,
-                      num_test_windows: int = 256) -> Dataset:
+                      num_eval_windows: int = 256, data_seed: int = 0) -> Dataset:
   """Character windows of the standard-library corpus.
 
-  Training examples are every ``context_length + 1``-long window start of the train split
-  (``train_x`` holds the start offsets; the batcher slices the text); the test set is
-  ``num_test_windows`` evenly spaced, non-overlapping windows of the test split. Targets are
-  the inputs shifted by one character.
+  Training examples are the ``context_length + 1``-long windows of the training text that
+  do not overlap the validation block (``train_x`` holds their start offsets; the batcher
+  slices the text); validation and test are ``num_eval_windows`` non-overlapping windows
+  of their split. Targets are the inputs shifted by one character.
+
+  Args:
+    context_length: characters per example.
+    max_chars: keep only the first ``max_chars`` characters of the corpus (0: all).
+    num_eval_windows: windows in the validation and in the test split (at most).
+    data_seed: picks which of the ``STDLIB_BLOCKS`` blocks of the training text is the
+      validation split.
   """
   text = stdlib_text()
   if max_chars:
     text = text[:max_chars]
   ids = encode(text)
-  split = int(0.9 * len(ids))
+  split = int((1 - STDLIB_TEST_FRACTION) * len(ids))
   train_ids, test_ids = ids[:split], ids[split:]
   window = context_length + 1
+  block = len(train_ids) // STDLIB_BLOCKS
+  first = int(np.random.default_rng(data_seed).integers(STDLIB_BLOCKS)) * block
+  validation = _windows(train_ids[first:first + block], window, num_eval_windows,
+                        "validation")
+  test = _windows(test_ids, window, num_eval_windows, "test")
   starts = np.arange(len(train_ids) - window + 1, dtype=np.int64)
-  num_test = min(num_test_windows, len(test_ids) // window)
-  if num_test < 1:
-    raise ValueError(f"test split ({len(test_ids)} chars) is shorter than one window "
-                     f"({window}); use a smaller context_length or a larger max_chars.")
-  test = test_ids[:num_test * window].reshape(num_test, window)
+  # A training window [s, s + window) must end before the block or start after it.
+  starts = starts[(starts + window <= first) | (starts >= first + block)]
   fingerprint = hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
   return Dataset("stdlib_chars", "language_model",
                  train_x=starts, train_y=train_ids,  # text kept in train_y; see batch()
+                 validation_x=validation[:, :-1].copy(),
+                 validation_y=validation[:, 1:].copy(),
                  test_x=test[:, :-1].copy(), test_y=test[:, 1:].copy(),
-                 num_classes=VOCAB_SIZE, fingerprint=fingerprint)
+                 num_classes=VOCAB_SIZE, fingerprint=fingerprint,
+                 num_train_tokens=len(train_ids) - block)
 
 
 def load(config) -> Dataset:
   """The dataset named by ``config.dataset`` (``config.model`` decides flattening)."""
   if config.dataset == "digits":
-    return load_digits(flatten=config.model.name == "mlp")
+    return load_digits(flatten=config.model.name == "mlp", data_seed=config.data_seed)
   if config.dataset == "stdlib_chars":
-    return load_stdlib_chars(config.context_length, config.get("max_chars", 0))
+    return load_stdlib_chars(config.context_length, config.max_chars,
+                             data_seed=config.data_seed)
   raise ValueError(f"unknown dataset {config.dataset!r}; valid: {', '.join(DATASETS)}")
 
 
@@ -141,7 +190,7 @@ class BatchIterator:
     # language model every character read once (non-overlapping windows), not every
     # window start (of which there are one per character).
     if dataset.kind == "language_model":
-      self.batches_per_pass = max(1, len(dataset.train_y) // (context_length * batch_size))
+      self.batches_per_pass = max(1, dataset.num_train_tokens // (context_length * batch_size))
     else:
       self.batches_per_pass = self.steps_per_epoch
     self._epoch = -1
@@ -158,12 +207,25 @@ class BatchIterator:
     """The batch of global step ``step`` (0-based): ``{'x': ..., 'y': ...}``."""
     epoch, i = divmod(step, self.steps_per_epoch)
     idx = self._permutation(epoch)[i * self.batch_size:(i + 1) * self.batch_size]
-    d = self.dataset
-    if d.kind == "language_model":
-      offsets = d.train_x[idx][:, None] + np.arange(self.context_length + 1)
-      window = d.train_y[offsets]
-      return {"x": window[:, :-1], "y": window[:, 1:]}
-    return {"x": d.train_x[idx], "y": d.train_y[idx]}
+    return train_examples(self.dataset, idx, self.context_length)
+
+
+def train_examples(dataset: Dataset, idx: np.ndarray,
+                   context_length: int | None = None) -> dict[str, np.ndarray]:
+  """Training examples ``idx``: images and labels, or (LM) windows of the text."""
+  if dataset.kind == "language_model":
+    offsets = dataset.train_x[idx][:, None] + np.arange(context_length + 1)
+    window = dataset.train_y[offsets]
+    return {"x": window[:, :-1], "y": window[:, 1:]}
+  return {"x": dataset.train_x[idx], "y": dataset.train_y[idx]}
+
+
+def fixed_train_examples(dataset: Dataset, size: int,
+                         context_length: int | None = None) -> dict[str, np.ndarray]:
+  """``size`` evenly spaced training examples (all of them if there are fewer)."""
+  size = min(size, dataset.num_train)
+  idx = np.linspace(0, dataset.num_train - 1, size).astype(np.int64)
+  return train_examples(dataset, idx, context_length)
 
 
 def batched(x: np.ndarray, y: np.ndarray, batch_size: int) -> list[dict[str, np.ndarray]]:
@@ -185,6 +247,7 @@ def batched(x: np.ndarray, y: np.ndarray, batch_size: int) -> list[dict[str, np.
   return out
 
 
-def test_batches(dataset: Dataset, batch_size: int) -> list[dict[str, np.ndarray]]:
-  """The test split in fixed order, in padded batches (see :func:`batched`)."""
-  return batched(dataset.test_x, dataset.test_y, batch_size)
+def split_batches(dataset: Dataset, split: str,
+                  batch_size: int) -> list[dict[str, np.ndarray]]:
+  """The ``'validation'`` or ``'test'`` split in fixed order, in padded batches."""
+  return batched(getattr(dataset, f"{split}_x"), getattr(dataset, f"{split}_y"), batch_size)

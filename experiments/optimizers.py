@@ -1,19 +1,24 @@
 """Name -> optimizer factory registry, driven by the ``optimizer`` and ``sam`` config blocks.
 
-Each registered factory is a plain function whose keyword arguments ARE its config keys
-(with their defaults); ``default_config(name)`` turns that signature into the config block,
-and ``create_optimizer`` refuses keys the chosen optimizer does not take. Arguments the
-runner knows and the user should not set (``batches_per_epoch``, ``total_steps``) are
-injected by ``create_optimizer``.
+Each registered factory is a function whose keyword arguments ARE its config keys (with
+their defaults); ``default_config(name)`` turns that signature into the config block, and
+``create_optimizer`` refuses keys the chosen optimizer does not take. Arguments the runner
+knows and the user should not set (``batches_per_epoch``) are injected by
+``create_optimizer``; arguments that take code (``mask``) keep the factory's default.
 
 Baselines come from optax (``sgd``, ``adam``, ``adamw``, ``lamb``, ``momo``); the methods
-come from ``optaxplus``'s public API. ``sps_naive_momentum`` is the unstable
-baseline of the MomSPS paper, SPS_max fed into heavy ball WITHOUT the ``(1 - momentum)``
-factor; it is NOT MomSPS.
+are ``optaxplus``'s public factories, registered as they are (the exploration family with
+a default learning rate, which the library leaves to the user). Every hyperparameter is
+checked when the optimizer is built, the optax baselines' here with the library's checker:
+a bad value is a ``TypeError``/``ValueError`` naming the config key (``optimizer.<key>``,
+``sam.<key>``) and its valid range. ``sps_naive_momentum`` is the unstable baseline of the
+MomSPS paper, SPS_max fed into heavy ball WITHOUT the ``(1 - momentum)`` factor; it is NOT
+MomSPS.
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
 from typing import Callable
 
@@ -22,16 +27,19 @@ import ml_collections
 import optax
 
 import optaxplus
+from optaxplus._checks import check_bool, check_range
 
 _REGISTRY: dict[str, Callable[..., optax.GradientTransformation]] = {}
 # Keys filled in by the runner, never by a config.
-INJECTED = ("batches_per_epoch", "total_steps")
+INJECTED = ("batches_per_epoch",)
+# Arguments that take code, not numbers: a config cannot hold them.
+CODE_ARGUMENTS = ("mask",)
 POLYAK = ("sps", "decsps", "adasps", "momsps", "momsps_smooth", "momdecsps", "momadasps",
           "sps_naive_momentum", "momo")
 
 
-def register(fn):
-  _REGISTRY[fn.__name__] = fn
+def register(fn, name: str | None = None):
+  _REGISTRY[name or fn.__name__] = fn
   return fn
 
 
@@ -48,7 +56,8 @@ def _lookup(name: str):
 def hyperparameters(name: str) -> dict:
   """The config keys of optimizer ``name`` and their defaults."""
   sig = inspect.signature(_lookup(name))
-  return {k: p.default for k, p in sig.parameters.items() if k not in INJECTED}
+  return {k: p.default for k, p in sig.parameters.items()
+          if k not in INJECTED + CODE_ARGUMENTS}
 
 
 def default_config(name: str, **overrides) -> ml_collections.ConfigDict:
@@ -74,22 +83,43 @@ def _with_decay(weight_decay: float, tx):
 
 
 # --- optax baselines ---------------------------------------------------------------------
+def _check_fraction(name: str, value) -> None:
+  """A decay or momentum coefficient: in [0, 1)."""
+  check_range(name, value, 0.0, 1.0, high_open=True)
+
+
+def _check_nonnegative(name: str, value) -> None:
+  check_range(name, value, 0.0)
+
+
 @register
 def sgd(learning_rate: float = 0.1, momentum: float = 0.9, nesterov: bool = False,
         weight_decay: float = 0.0):
   """SGD with heavy-ball momentum (``momentum=0`` is plain SGD), coupled weight decay."""
+  _check_fraction("momentum", momentum)
+  check_bool("nesterov", nesterov)
+  _check_nonnegative("weight_decay", weight_decay)
   return _with_decay(weight_decay,
                      optax.sgd(learning_rate, momentum or None, nesterov=nesterov))
 
 
+def _check_adam(b1, b2, eps) -> None:
+  _check_fraction("b1", b1)
+  _check_fraction("b2", b2)
+  _check_nonnegative("eps", eps)
+
+
 @register
 def adam(learning_rate: float = 1e-3, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8):
+  _check_adam(b1, b2, eps)
   return optax.adam(learning_rate, b1, b2, eps)
 
 
 @register
 def adamw(learning_rate: float = 1e-3, b1: float = 0.9, b2: float = 0.999,
           eps: float = 1e-8, weight_decay: float = 1e-4):
+  _check_adam(b1, b2, eps)
+  _check_nonnegative("weight_decay", weight_decay)
   return optax.adamw(learning_rate, b1, b2, eps, weight_decay=weight_decay, mask=_decay_mask)
 
 
@@ -97,6 +127,9 @@ def adamw(learning_rate: float = 1e-3, b1: float = 0.9, b2: float = 0.999,
 def lamb(learning_rate: float = 1e-2, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-6,
          weight_decay: float = 1e-4, clip_norm: float = 1.0):
   """``optax.lamb`` after global-norm clipping (as ALTO clips; ``clip_norm=0``: none)."""
+  _check_adam(b1, b2, eps)
+  _check_nonnegative("weight_decay", weight_decay)
+  _check_nonnegative("clip_norm", clip_norm)
   tx = optax.lamb(learning_rate, b1, b2, eps, weight_decay=weight_decay, mask=_decay_mask)
   return optax.chain(optax.clip_by_global_norm(clip_norm), tx) if clip_norm else tx
 
@@ -105,6 +138,9 @@ def lamb(learning_rate: float = 1e-2, b1: float = 0.9, b2: float = 0.999, eps: f
 def momo(learning_rate: float = 1.0, beta: float = 0.9, lower_bound: float = 0.0,
          weight_decay: float = 0.0):
   """``optax.contrib.momo`` (Schaipp et al., 2024): model-based momentum with a Polyak cap."""
+  _check_fraction("beta", beta)
+  check_range("lower_bound", lower_bound)
+  _check_nonnegative("weight_decay", weight_decay)
   return optax.contrib.momo(learning_rate, beta, lower_bound, weight_decay)
 
 
@@ -123,33 +159,20 @@ def sps_naive_momentum(c: float = 0.5, max_learning_rate: float = 1.0,
   ``u_t = -gamma_t g_t + momentum * u_{t-1}`` with ``gamma_t`` the plain SPS_max step; the
   MomSPS paper shows this naive combination is unstable.
   """
+  _check_fraction("momentum", momentum)
   return optax.chain(optaxplus.sps(c=c, max_learning_rate=max_learning_rate, f_min=f_min),
                      optax.trace(decay=momentum))
 
 
 # --- optaxplus.exploration ------------------------------------------------------------------
-@register
-def esgd(learning_rate: float = 0.1, momentum: float = 0.9, alpha: float = 0.5,
-         b1: float = 0.01):
-  """SGD-momentum on the E-rewritten gradient (small-batch defaults alpha=0.5, b1=0.01)."""
-  return optaxplus.esgd(learning_rate, momentum=momentum, alpha=alpha, b1=b1)
+# The library's factories with a default learning rate (and heavy-ball momentum for E-SGD,
+# which the library leaves off); every other key and default is the library's.
+register(functools.partial(optaxplus.esgd, learning_rate=0.1, momentum=0.9), "esgd")
+register(functools.partial(optaxplus.eadam, learning_rate=1e-3), "eadam")
+register(functools.partial(optaxplus.alto, learning_rate=1e-2), "alto")
 
 
-@register
-def eadam(learning_rate: float = 1e-3, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
-          alpha: float = 0.5, explore_b1: float = 0.01):
-  """Adam on the E-rewritten gradient (small-batch E defaults alpha=0.5, explore_b1=0.01)."""
-  return optaxplus.eadam(learning_rate, b1=b1, b2=b2, eps=eps, alpha=alpha,
-                       explore_b1=explore_b1)
-
-
-@register
-def alto(learning_rate: float = 1e-2, alpha: float = -5.0, b1: float = 0.99, b2: float = 0.9,
-         b3: float = 0.99, eps: float = 1e-6, weight_decay: float = 1e-4,
-         clip_norm: float = 1.0):
-  """ALTO (E inside LAMB) at the reference factory defaults (decay/trust ratio on ndim>=2)."""
-  return optaxplus.alto(learning_rate, alpha=alpha, b1=b1, b2=b2, b3=b3, eps=eps,
-                      weight_decay=weight_decay, clip_norm=clip_norm)
+SCHEDULES = ("constant", "cosine")
 
 
 def _schedule(learning_rate: float, schedule: str, total_steps: int):
@@ -157,7 +180,7 @@ def _schedule(learning_rate: float, schedule: str, total_steps: int):
     return learning_rate
   if schedule == "cosine":
     return optax.cosine_decay_schedule(learning_rate, max(total_steps, 1))
-  raise ValueError(f"unknown schedule {schedule!r}; valid: constant, cosine")
+  raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}.")
 
 
 def parse_lam(lam: str):
@@ -167,8 +190,16 @@ def parse_lam(lam: str):
   try:
     return float(lam)
   except ValueError:
-    raise ValueError(f"bad sam.lam {lam!r}; valid: a number in [0, 1], '1/t' or '1-1/t'"
-                     ) from None
+    raise ValueError(f"sam.lam must be a number in [0.0, 1.0], '1/t' or '1-1/t', got "
+                     f"{lam!r}.") from None
+
+
+def _qualified(block: str, keys, error: Exception) -> Exception:
+  """A factory's ``'rho must be ...'`` as ``'sam.rho must be ...'`` (same exception type)."""
+  message = str(error)
+  if message.split(" ", 1)[0] in keys:
+    return type(error)(f"{block}.{message}")
+  return type(error)(f"{block}: {message}")
 
 
 def create_optimizer(optimizer_config, sam_config=None, *, batches_per_epoch: int = 1,
@@ -185,8 +216,10 @@ def create_optimizer(optimizer_config, sam_config=None, *, batches_per_epoch: in
     schedule: ``'constant'`` or ``'cosine'``, applied to ``learning_rate`` where there is one.
 
   Raises:
-    ValueError: unknown optimizer, or a key the optimizer does not take (the message lists
-      the valid ones).
+    ValueError: unknown optimizer, a key the optimizer does not take (the message lists
+      the valid ones), or a hyperparameter out of its range (the message names the
+      config key, e.g. ``optimizer.learning_rate``, and the range).
+    TypeError: a hyperparameter of the wrong type (named the same way).
   """
   cfg = dict(optimizer_config)
   name = cfg.pop("name")
@@ -198,12 +231,19 @@ def create_optimizer(optimizer_config, sam_config=None, *, batches_per_epoch: in
                      f"valid: {', '.join(sorted(valid))} (to switch optimizer from the "
                      f"command line use --config <config file>:{name})")
   if "learning_rate" in cfg:
+    # The runner's rule for every optimizer (some factories accept 0: a frozen model).
+    check_range("optimizer.learning_rate", cfg["learning_rate"], 0.0, low_open=True)
     cfg["learning_rate"] = _schedule(cfg["learning_rate"], schedule, total_steps)
-  params = inspect.signature(fn).parameters
-  if "batches_per_epoch" in params:
+  if "batches_per_epoch" in inspect.signature(fn).parameters:
     cfg["batches_per_epoch"] = batches_per_epoch
-  tx = fn(**cfg)
+  try:
+    tx = fn(**cfg)
+  except (TypeError, ValueError) as e:
+    raise _qualified("optimizer", valid, e) from None
   if sam_config is not None and sam_config.enabled:
-    tx = optaxplus.unified_sam(tx, rho=sam_config.rho, lam=parse_lam(sam_config.lam),
-                         adaptive=sam_config.adaptive, every_k=sam_config.every_k)
+    try:
+      tx = optaxplus.unified_sam(tx, rho=sam_config.rho, lam=parse_lam(sam_config.lam),
+                                 adaptive=sam_config.adaptive, every_k=sam_config.every_k)
+    except (TypeError, ValueError) as e:
+      raise _qualified("sam", sam_config, e) from None
   return tx

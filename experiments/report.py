@@ -1,227 +1,336 @@
-"""Aggregate a sweep's runs over seeds and write ``results.md`` and ``summary.json``.
+"""A suite's report, built from its ``summary.json`` alone: ``results.md`` and the plots.
 
-Mean ± standard deviation over seeds (sample std, ``ddof=1``; 0 for one seed). "Best"
-means the highest mean test accuracy, or the lowest mean test perplexity for language
-models (``config.sweep.metric``); selection uses the test split, as the papers do, so the
-best-of-grid numbers are optimistic for the tuned baselines, not for untuned methods.
+``python -m experiments.report --summary experiments/results/<suite>/summary.json``
+rebuilds both next to the summary (or in ``--out``) without the raw runs.
+
+How the report chooses and compares:
+
+* Selection on validation. Each arm's config (grid point) is the one with the best mean
+  validation metric over seeds (accuracy: highest; perplexity: lowest), configs with a
+  diverged seed ranked last. The test split is evaluated for every config but reported
+  only for the chosen ones (the table of all configs shows it, marked as not used).
+* Paired comparisons. A seed fixes the initialization and the batch order in every arm,
+  so arms are compared seed by seed: the mean of the per-seed differences of the test
+  metric (arm minus reference) with its 95% paired-t interval (:mod:`experiments.stats`).
+  Every arm is compared with its reference (``sweep.reference``, or the arm's own
+  ``reference``), and every untuned arm with the best tuned arm; Holm's correction runs
+  over all the comparisons of the report. An arm is called better or worse only when the
+  Holm-adjusted p-value is below 0.05, and then its interval excludes 0.
 """
 
 from __future__ import annotations
 
-import datetime
-import json
+import argparse
 import math
 import os
-import platform
 
-import jax
 import numpy as np
 
-from experiments import train as train_lib
+from experiments import stats
+from experiments import workdir as workdir_lib
 
-METRICS = ("test_accuracy", "test_perplexity", "test_loss", "train_loss",
-           "hessian_top_eigenvalue", "train_time_s")
-HIGHER_IS_BETTER = {"test_accuracy": True, "test_perplexity": False, "test_loss": False,
-                    "train_loss": False}
-
-
-def _stats(values: list[float]) -> dict:
-  arr = np.asarray(values, np.float64)
-  finite = arr[np.isfinite(arr)]
-  std = float(np.std(arr, ddof=1)) if len(arr) > 1 else 0.0
-  return {"mean": float(np.mean(arr)), "std": std, "values": [float(v) for v in arr],
-          "finite": len(finite)}
+METRICS = ("accuracy", "perplexity")
+HIGHER_IS_BETTER = {"accuracy": True, "perplexity": False}
+CONFIDENCE = 0.95
+SUMMARY_FILE = "summary.json"
+RESULTS_FILE = "results.md"
+PLOTS = ("curves.png", "step_size.png", "final_metrics.png")
 
 
-def collect(workdir: str, runs) -> dict:
-  """Per-config statistics and curves over seeds, in sweep order."""
-  groups: dict[str, dict] = {}
-  for run in runs:
-    run_dir = os.path.join(workdir, "runs", run.run_id)
-    with open(os.path.join(run_dir, train_lib.SUMMARY_FILE)) as f:
-      summary = json.load(f)
-    g = groups.setdefault(run.label, {"label": run.label, "arm": run.arm,
-                                      "grid_size": run.grid_size, "seeds": [],
-                                      "summaries": [], "curves": []})
-    g["seeds"].append(run.seed)
-    g["summaries"].append(summary)
-    with open(os.path.join(run_dir, train_lib.METRICS_FILE)) as f:
-      records = [json.loads(line) for line in f if line.strip()]
-    g["curves"].append(records)
-  configs = []
-  for g in groups.values():
-    stats = {m: _stats([s[m] for s in g["summaries"]]) for m in METRICS}
-    configs.append({"label": g["label"], "arm": g["arm"], "grid_size": g["grid_size"],
-                    "seeds": g["seeds"], "stats": stats, "curves": g["curves"],
-                    "diverged": sum(bool(s["diverged"]) for s in g["summaries"]),
-                    "device_kind": g["summaries"][0]["device_kind"],
-                    "data_fingerprint": g["summaries"][0]["data_fingerprint"]})
-  return {"configs": configs}
+# --- numbers over seeds ------------------------------------------------------------------
+def values(config: dict, key: str, scale: float = 1.0) -> np.ndarray:
+  """``final[key]`` of each seed's run (NaN where null), times ``scale``."""
+  raw = [run["final"].get(key) for run in config["runs"]]
+  return np.array([math.nan if v is None else v * scale for v in raw], np.float64)
 
 
-def _score(config: dict, metric: str) -> float:
-  """Sort key, larger is better; NaN (diverged) is worst."""
-  value = config["stats"][metric]["mean"]
-  if not math.isfinite(value):
-    return -math.inf
-  return value if HIGHER_IS_BETTER[metric] else -value
+def num_diverged(config: dict) -> int:
+  return sum(bool(run["final"]["diverged"]) for run in config["runs"])
 
 
-def best(configs: list[dict], metric: str) -> dict:
-  return max(configs, key=lambda c: _score(c, metric))
+def _scale(metric: str) -> float:
+  return 100.0 if metric == "accuracy" else 1.0
 
 
-def best_per_arm(configs: list[dict], metric: str) -> list[dict]:
-  arms: dict[str, list[dict]] = {}
-  for c in configs:
-    arms.setdefault(c["arm"], []).append(c)
-  return [best(group, metric) for group in arms.values()]
+def _mean(config: dict, key: str) -> float:
+  v = values(config, key)
+  return float(v.mean()) if np.all(np.isfinite(v)) else math.nan
 
 
-def _fmt(stats: dict, scale: float = 1.0, digits: int = 2) -> str:
-  mean, std = stats["mean"] * scale, stats["std"] * scale
+def _rank(config: dict, metric: str) -> tuple[int, float]:
+  """Sort key, smallest is best: diverged seeds first, then the validation mean."""
+  mean = _mean(config, f"validation_{metric}")
   if not math.isfinite(mean):
-    return "diverged" if stats["finite"] == 0 else f"nan ({stats['finite']} finite)"
-  if abs(mean) >= 1e4 or (0 < abs(mean) < 10 ** -digits):
-    return f"{mean:.2e} ± {std:.1e}"
-  return f"{mean:.{digits}f} ± {std:.{digits}f}"
+    return (num_diverged(config), math.inf)
+  return (num_diverged(config), -mean if HIGHER_IS_BETTER[metric] else mean)
 
 
-def _columns(metric: str):
-  if metric == "test_perplexity":
-    first = [("test perplexity", "test_perplexity", 1.0, 3)]
-  else:
-    first = [("test acc. (%)", "test_accuracy", 100.0, 2)]
-  return first + [("test loss", "test_loss", 1.0, 4), ("final train loss", "train_loss",
-                                                        1.0, 4),
-                  ("top Hessian eig.", "hessian_top_eigenvalue", 1.0, 2),
-                  ("wall time / run (s)", "train_time_s", 1.0, 1)]
-
-
-def _table(configs: list[dict], metric: str, reference: dict | None) -> list[str]:
-  cols = _columns(metric)
-  head = ["config", "seeds"] + [c[0] for c in cols]
-  if reference is not None:
-    head.append(f"Δ vs {reference['label']}")
-  lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-  for c in configs:
-    row = [c["label"] + (f" ({c['diverged']} diverged)" if c["diverged"] else ""),
-           str(len(c["seeds"]))]
-    row += [_fmt(c["stats"][key], scale, digits) for _, key, scale, digits in cols]
-    if reference is not None:
-      row.append(_delta(c, reference, metric))
-    lines.append("| " + " | ".join(row) + " |")
-  return lines
-
-
-def _delta(c: dict, ref: dict, metric: str) -> str:
-  a, b = c["stats"][metric], ref["stats"][metric]
-  if c is ref:
-    return "—"
-  if not (math.isfinite(a["mean"]) and math.isfinite(b["mean"])):
-    return "n/a"
-  scale = 100.0 if metric == "test_accuracy" else 1.0
-  diff = (a["mean"] - b["mean"]) * scale
-  noise = math.hypot(a["std"], b["std"]) * scale
-  mark = "" if abs(diff) > noise or not math.isfinite(noise) else " (within noise)"
-  unit = " pp" if metric == "test_accuracy" else ""
-  return f"{_number(diff)}{unit}{mark}"
-
-
-def _number(x: float) -> str:
-  """Signed, two decimals; scientific beyond 1e4 (a run that blew up)."""
-  return f"{x:+.2f}" if abs(x) < 1e4 else f"{x:+.1e}"
-
-
-def _untuned_section(configs, metric, untuned_arms) -> list[str]:
-  tuned = [c for c in configs if c["arm"] not in untuned_arms]
-  if not tuned:
-    return []
-  top = best(tuned, metric)
-  scale, unit = (100.0, " pp") if metric == "test_accuracy" else (1.0, "")
-  lines = ["## Untuned vs best tuned", "",
-           f"Best tuned baseline: **{top['label']}** "
-           f"({_fmt(top['stats'][metric], scale)}).", ""]
-  for c in configs:
-    if c["arm"] in untuned_arms:
-      diff = (c["stats"][metric]["mean"] - top["stats"][metric]["mean"]) * scale
-      lines.append(f"- **{c['label']}** (one run per seed, no tuning): "
-                   f"{_fmt(c['stats'][metric], scale)}, {_number(diff)}{unit} vs the best "
-                   f"tuned baseline.")
-  lines += ["", "Cost of the grids the untuned methods replace (runs = grid points × "
-            "seeds, time = summed training wall time):", "",
-            "| tuned arm | grid points | runs | total time (s) | best config |",
-            "|---|---|---|---|---|"]
+def choose(configs: list[dict], metric: str) -> dict[str, dict]:
+  """``{arm: chosen config}``: each arm's best config on the validation split."""
   arms: dict[str, list[dict]] = {}
-  for c in tuned:
+  for c in configs:
     arms.setdefault(c["arm"], []).append(c)
-  for arm, group in arms.items():
-    runs = sum(len(c["seeds"]) for c in group)
-    total = sum(sum(c["stats"]["train_time_s"]["values"]) for c in group)
-    lines.append(f"| {arm} | {len(group)} | {runs} | {total:.0f} | "
-                 f"{best(group, metric)['label']} |")
-  return lines + [""]
+  return {arm: min(group, key=lambda c: _rank(c, metric)) for arm, group in arms.items()}
 
 
-def _invocation(results: dict) -> str:
-  trained = results.get("runs_trained", 0)
-  if not trained:
-    return "this report was regenerated from finished runs."
-  return (f"this invocation trained {trained} runs in "
-          f"{results.get('sweep_wall_time_s', float('nan')):.0f} s (finished runs are "
-          "not redone).")
+def best_tuned_arm(summary: dict, chosen: dict[str, dict]) -> str | None:
+  """The tuned arm whose chosen config is best on validation (None: no tuned arm)."""
+  tuned = [arm for arm in chosen if arm not in summary["sweep"]["untuned"]]
+  if not tuned:
+    return None
+  return min(tuned, key=lambda arm: _rank(chosen[arm], summary["sweep"]["metric"]))
 
 
-def write(workdir: str, config, runs, results: dict, command: str) -> None:
-  """Writes ``results.md`` and ``summary.json`` into ``workdir``."""
-  sweep = config.sweep
-  metric = sweep.metric
-  configs = results["configs"]
-  reference = None
-  if sweep.get("reference", ""):
-    ref_arm = [c for c in configs if c["arm"] == sweep.reference]
-    if not ref_arm:
-      raise ValueError(f"sweep.reference {sweep.reference!r} is not an arm label")
-    reference = best(ref_arm, metric)
-  first = configs[0]
+def comparison_pairs(summary: dict, chosen: dict[str, dict]) -> list[tuple[str, str]]:
+  """``(arm, reference)`` pairs: each arm vs its reference, untuned arms vs best tuned."""
+  sweep = summary["sweep"]
+  pairs = []
+  for arm in sweep["arms"]:
+    reference = arm.get("reference", sweep["reference"])
+    if reference and reference != arm["label"]:
+      pairs.append((arm["label"], reference))
+  top = best_tuned_arm(summary, chosen)
+  if top is not None:
+    pairs += [(arm, top) for arm in sweep["untuned"] if (arm, top) not in pairs]
+  return pairs
+
+
+def compare(summary: dict, chosen: dict[str, dict]) -> dict[tuple[str, str], stats.Comparison]:
+  """Paired test-metric comparisons of :func:`comparison_pairs`, Holm over all of them.
+
+  A run that diverged has no value (its pair is left out and its arm is marked
+  ``diverged``). Each pair enters :func:`experiments.stats.compare_arms` as its per-seed
+  differences against a zero reference, so one call gives every pair's interval and one
+  Holm correction over the report; seeds where the reference diverged are left out.
+  """
+  metric = summary["sweep"]["metric"]
+  key, scale = f"test_{metric}", _scale(metric)
+
+  def by_seed(arm: str) -> dict[int, float]:
+    config = chosen[arm]
+    v = values(config, key, scale)
+    return {run["seed"]: (math.nan if run["final"]["diverged"] else float(x))
+            for run, x in zip(config["runs"], v)}
+
+  pairs = comparison_pairs(summary, chosen)
+  differences: dict[str, dict[int, float]] = {"": {}}
+  for arm, reference in pairs:
+    a, r = by_seed(arm), by_seed(reference)
+    seeds = [s for s in a if s in r and math.isfinite(r[s])]
+    differences[f"{arm}\n{reference}"] = {s: a[s] - r[s] for s in seeds}
+    differences[""].update({s: 0.0 for s in seeds})
+  if not pairs:
+    return {}
+  result = stats.compare_arms(differences, "", confidence=CONFIDENCE,
+                              higher_is_better=HIGHER_IS_BETTER[metric])
+  return {tuple(k.split("\n")): v for k, v in result.items()}
+
+
+# --- formatting ----------------------------------------------------------------------------
+def _fmt(v: np.ndarray, digits: int) -> str:
+  """Mean ± std (ddof=1) of the finite values; how many are missing, if any."""
+  finite = v[np.isfinite(v)]
+  if not finite.size:
+    return "n/a"
+  mean = float(finite.mean())
+  std = float(finite.std(ddof=1)) if finite.size > 1 else 0.0
+  text = (f"{mean:.2e} ± {std:.1e}" if abs(mean) >= 1e4 or 0 < abs(mean) < 10 ** -digits
+          else f"{mean:.{digits}f} ± {std:.{digits}f}")
+  return text + (f" ({finite.size} of {v.size})" if finite.size < v.size else "")
+
+
+def cell(config: dict, key: str, scale: float, digits: int) -> str:
+  """A table cell: mean ± std over seeds, or ``off`` (probe off) / ``diverged``."""
+  if key == "hessian_top_eigenvalue":
+    probes = {run["final"]["hessian_probe"] for run in config["runs"]}
+    if probes == {"off"}:
+      return "off"
+  v = values(config, key, scale)
+  if num_diverged(config) == len(config["runs"]) and key != "train_time_s":
+    return "diverged"
+  return _fmt(v, digits)
+
+
+def _columns(metric: str, chosen_only: bool) -> list[tuple[str, str, float, int]]:
+  unit = " (%)" if metric == "accuracy" else ""
+  digits = 2 if metric == "accuracy" else 3
+  test = f"test {metric}{unit}" + ("" if chosen_only else " (not used to choose)")
+  return [(f"validation {metric}{unit}", f"validation_{metric}", _scale(metric), digits),
+          (test, f"test_{metric}", _scale(metric), digits),
+          ("test loss", "test_loss", 1.0, 4), ("final train loss", "train_loss", 1.0, 4),
+          ("top Hessian eig.", "hessian_top_eigenvalue", 1.0, 2),
+          ("wall time / run (s)", "train_time_s", 1.0, 1)]
+
+
+def _name(config: dict) -> str:
+  n = num_diverged(config)
+  return config["label"] + (f" ({n} of {len(config['runs'])} diverged)" if n else "")
+
+
+def _table(head: list[str], rows: list[list[str]]) -> list[str]:
+  return (["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+          + ["| " + " | ".join(row) + " |" for row in rows])
+
+
+def _unit(metric: str) -> str:
+  return " pp" if metric == "accuracy" else ""
+
+
+def _p(p: float) -> str:
+  return "n/a" if not math.isfinite(p) else f"{p:.3f}" if p >= 0.001 else f"{p:.0e}"
+
+
+def chosen_table(summary: dict, chosen: dict[str, dict], comparisons: dict) -> list[str]:
+  """One row per arm: its chosen config, the metrics, and Δ vs its reference."""
+  metric = summary["sweep"]["metric"]
+  cols = _columns(metric, chosen_only=True)
+  head = (["arm", "chosen config", "seeds"] + [c[0] for c in cols[:2]]
+          + [f"Δ test{' (pp)' if metric == 'accuracy' else ''} vs reference [95% CI]",
+             "reference", "p (Holm)", "verdict"] + [c[0] for c in cols[2:]])
+  references: dict[str, str] = {}
+  for arm, ref in comparisons:  # an arm's own reference first, then the best tuned arm
+    references.setdefault(arm, ref)
+  rows = []
+  for arm, config in chosen.items():
+    cells = [cell(config, key, scale, digits) for _, key, scale, digits in cols]
+    if arm in references:
+      c = comparisons[(arm, references[arm])]
+      delta = [stats.format_interval(c, 2 if metric == "accuracy" else 3),
+               references[arm], _p(c.p_holm), c.verdict]
+    else:
+      delta = ["—", "(reference)" if arm in references.values() else "—", "—", "—"]
+    rows.append([arm, _name(config) + f" (of {config['grid_size']})",
+                 str(len(config["runs"]))] + cells[:2] + delta + cells[2:])
+  return _table(head, rows)
+
+
+def chosen_table_text(summary: dict) -> str:
+  """The chosen-config table as printed by ``experiments.sweep``."""
+  chosen = choose(summary["configs"], summary["sweep"]["metric"])
+  return "\n".join(chosen_table(summary, chosen, compare(summary, chosen)))
+
+
+def _sentence(arm: str, reference: str, c, chosen: dict, metric: str) -> str:
+  digits = 2 if metric == "accuracy" else 3
+  what = (f"test {metric} {stats.format_interval(c, digits)}{_unit(metric)} "
+          f"(n={c.n} seeds, Holm p={_p(c.p_holm)})")
+  ref = f"{reference} ({chosen[reference]['label']})"
+  if c.verdict in ("better", "worse"):
+    return f"- **{arm}** is {c.verdict} than {ref}: {what}."
+  if c.verdict == "diverged":
+    return (f"- **{arm}** diverged on {c.num_diverged} seed(s), so it is not compared "
+            f"with {ref} on those; on the rest: {what}.")
+  return f"- **{arm}** vs {ref}: {c.verdict}; {what}."
+
+
+def _cost_table(summary: dict) -> list[str]:
+  arms: dict[str, list[dict]] = {}
+  for c in summary["configs"]:
+    if c["arm"] not in summary["sweep"]["untuned"]:
+      arms.setdefault(c["arm"], []).append(c)
+  rows = [[arm, str(len(group)), str(sum(len(c["runs"]) for c in group)),
+           f"{sum(np.nansum(values(c, 'train_time_s')) for c in group):.0f}"]
+          for arm, group in arms.items()]
+  return _table(["tuned arm", "grid points", "runs", "total time (s)"], rows)
+
+
+def results_markdown(summary: dict) -> str:
+  """The text of ``results.md``."""
+  sweep, config, env = summary["sweep"], summary["config"], summary["environment"]
+  metric, configs = sweep["metric"], summary["configs"]
+  chosen = choose(configs, metric)
+  comparisons = compare(summary, chosen)
+  first = configs[0]["runs"][0]["final"]
+  total = sum(float(np.nansum(values(c, "train_time_s"))) for c in configs)
+  runs = sum(len(c["runs"]) for c in configs)
+  trained = summary.get("runs_trained", 0)
+  invocation = (f"the invocation that wrote this trained {trained} of them in "
+                f"{summary['sweep_wall_time_s']:.0f} s" if trained else
+                "this report was rebuilt from finished runs")
+  better = "higher" if HIGHER_IS_BETTER[metric] else "lower"
   lines = [
-      f"# Suite `{sweep.name}`", "",
-      "```", command or "(run from Python)", "```", "",
-      f"- {len(runs)} runs: {len(configs)} configs × {len(sweep.seeds)} seeds "
-      f"{tuple(sweep.seeds)}; mean ± std (ddof=1) over seeds.",
-      f"- Data: `{config.dataset}` "
-      f"(fingerprint {first['data_fingerprint']}), model `{config.model.name}`, "
-      f"batch {config.batch_size}, {config.num_steps} steps (per-arm overrides below).",
-      f"- Machine: {first['device_kind']} × {config.num_devices or jax.device_count()}, "
-      f"JAX {jax.__version__}, Python {platform.python_version()}, "
-      f"{datetime.date.today().isoformat()}.",
-      f"- Cost: {sum(sum(c['stats']['train_time_s']['values']) for c in configs):.0f} s of "
-      "training summed over runs (each run's wall time includes its first-step "
-      "compilation; seeds after the first reuse it); " + _invocation(results),
-      "- Top Hessian eigenvalue: power iteration with HVPs on a fixed training batch "
-      f"of {config.hessian.batch_size}, BatchNorm in eval mode.",
-      "- Best = by mean " + metric.replace("_", " ") + ", selected on the test split.", "",
+      f"# Suite `{sweep['name']}`", "", "```", summary["command"] or "(run from Python)",
+      "```", "",
+      f"- {runs} runs: {len(configs)} configs × {len(sweep['seeds'])} seeds "
+      f"{tuple(sweep['seeds'])}; cells are mean ± std (ddof=1) over seeds.",
+      f"- Data: `{config['dataset']}` (fingerprint {first['data_fingerprint']}; "
+      f"{first.get('num_train', '?')} train / {first.get('num_validation', '?')} "
+      f"validation (data seed {config['data_seed']}) / {first.get('num_test', '?')} test "
+      f"examples), model `{config['model']['name']}`, batch {config['batch_size']}, "
+      f"{config['num_steps']} steps (per-arm overrides below).",
+      f"- Machine: {env['device_kind']} × {env['devices']}, JAX {env['jax_version']}, "
+      f"Python {env['python']}, {env['date']}.",
+      f"- Cost: {total:.0f} s of training summed over runs (first-step compilation "
+      f"included); {invocation}.",
+      f"- Selection: each arm's config is the one with the {better} mean validation "
+      f"{metric} (configs with a diverged seed last); test is reported for the chosen "
+      "configs.",
+      f"- Comparisons: paired by seed (same initialization and batch order in every arm): "
+      f"Δ = mean of the per-seed differences of test {metric}, arm − reference, with its "
+      f"{CONFIDENCE:.0%} paired-t interval; p-values Holm-adjusted over the "
+      f"{len(comparisons)} comparisons of this report. \"better\"/\"worse\" only where "
+      "the adjusted p < 0.05 (the interval then excludes 0).",
+      f"- Diverged: a logged train loss (mean over {config['log_every']} steps) not finite "
+      f"or above {config['divergence_threshold']:g}; training stops there, the run is "
+      "left out of the intervals and its arm's verdict says so.",
+      "- Top Hessian eigenvalue: power iteration with HVPs on a fixed training batch of "
+      f"{config['hessian']['batch_size']}, BatchNorm in eval mode (\"off\": probe "
+      "switched off).", "",
   ]
-  if sweep.get("description", ""):
-    lines += [sweep.description, ""]
-  lines += ["## All configs", ""] + _table(configs, metric, reference) + [""]
-  lines += ["## Best config of each arm", ""]
-  lines += _table(best_per_arm(configs, metric), metric, reference) + [""]
-  untuned = tuple(sweep.get("untuned", ()))
-  if untuned:
-    lines += _untuned_section(configs, metric, untuned)
-  overrides = [f"- {arm['label']}: " + ", ".join(f"{k}={v}" for k, v in arm["overrides"].items())
-               for arm in sweep.arms if arm.get("overrides")]
+  if sweep.get("description"):
+    lines += [sweep["description"], ""]
+  lines += ["## Chosen config of each arm (selected on validation, reported on test)", ""]
+  lines += chosen_table(summary, chosen, comparisons) + [""]
+  if comparisons:
+    lines += ["## Comparisons", ""]
+    lines += [_sentence(arm, ref, c, chosen, metric)
+              for (arm, ref), c in comparisons.items()] + [""]
+  top = best_tuned_arm(summary, chosen)
+  if sweep["untuned"] and top is not None:
+    lines += [f"Untuned arms (one config each): {', '.join(sweep['untuned'])}; best tuned "
+              f"arm on validation: {top} ({chosen[top]['label']}). Cost of the tuned "
+              "grids (runs = grid points × seeds; time = summed training wall time):", ""]
+    lines += _cost_table(summary) + [""]
+  lines += ["## All configs", ""]
+  cols = _columns(metric, chosen_only=False)
+  lines += _table(["config", "seeds"] + [c[0] for c in cols],
+                  [[_name(c), str(len(c["runs"]))]
+                   + [cell(c, key, scale, digits) for _, key, scale, digits in cols]
+                   for c in configs]) + [""]
+  overrides = [f"- {arm['label']}: " + ", ".join(f"{k}={v}"
+                                                for k, v in arm["overrides"].items())
+               for arm in sweep["arms"] if arm.get("overrides")]
   if overrides:
     lines += ["Per-arm overrides:", ""] + overrides + [""]
-  lines += ["Plots: `curves.png` (train loss, test metric), `step_size.png`, "
-            "`final_metrics.png`. Raw records: `runs/<config>/seed<k>/metrics.jsonl` (one "
-            "line per logged step; train records average `log_every` steps; test records "
-            "every `eval_every` steps), with that run's `config.json` and `summary.json`.",
-            ""]
-  with open(os.path.join(workdir, "results.md"), "w") as f:
-    f.write("\n".join(lines))
-  slim = [{k: v for k, v in c.items() if k != "curves"} for c in configs]
-  with open(os.path.join(workdir, "summary.json"), "w") as f:
-    json.dump({"command": command, "metric": metric, "configs": slim,
-               "sweep_wall_time_s": results.get("sweep_wall_time_s")}, f, indent=1)
+  lines += ["Plots: `curves.png` (train loss and validation metric of each arm's chosen "
+            "config), `step_size.png`, `final_metrics.png` (every config). All numbers "
+            "here come from `summary.json` (per config and seed: final metrics at full "
+            "precision, downsampled curves); `python -m experiments.report --summary "
+            "summary.json` rebuilds this file and the plots from it.", ""]
+  return "\n".join(lines)
+
+
+def write_all(summary: dict, folder: str) -> None:
+  """Writes ``results.md`` and the plots of ``summary`` into ``folder``."""
+  from experiments import plots  # pylint: disable=import-outside-toplevel  (matplotlib)
+  os.makedirs(folder, exist_ok=True)
+  with open(os.path.join(folder, RESULTS_FILE), "w", encoding="utf-8") as f:
+    f.write(results_markdown(summary))
+  plots.write_all(summary, folder, choose(summary["configs"], summary["sweep"]["metric"]))
+
+
+def main(argv: list[str] | None = None) -> None:
+  parser = argparse.ArgumentParser(
+      prog="python -m experiments.report",
+      description="Rebuild a suite's results.md and plots from its summary.json.")
+  parser.add_argument("--summary", required=True, help="path to a suite's summary.json")
+  parser.add_argument("--out", help="output folder (default: the summary's folder)")
+  args = parser.parse_args(argv)
+  summary = workdir_lib.read_json(args.summary)
+  folder = args.out or os.path.dirname(os.path.abspath(args.summary))
+  write_all(summary, folder)
+  print(f"wrote {RESULTS_FILE} and {', '.join(PLOTS)} in {folder}")
+
+
+if __name__ == "__main__":
+  main()

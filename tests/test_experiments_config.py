@@ -22,17 +22,37 @@ def _cli(*args):
 def test_unknown_key_and_bad_value_on_the_command_line():
   out = _cli("--config", "configs/default.py", "--config.optimizer.lr=0.1",
              "--config.num_stepz=3")
-  assert out.returncode != 0
+  assert out.returncode == cli.EXIT_BAD_CONFIG
   assert "config.optimizer has no key 'lr'" in out.stderr
   assert "valid keys: learning_rate, momentum, name, nesterov, weight_decay" in out.stderr
   assert "the config has no key 'num_stepz'" in out.stderr and "num_steps" in out.stderr
   out = _cli("--config", "configs/default.py", "--config.num_steps=many")
-  assert out.returncode != 0 and "--config.num_steps=many" in out.stderr
+  assert out.returncode == cli.EXIT_BAD_CONFIG and "--config.num_steps=many" in out.stderr
   out = _cli("--config", "configs/default.py", "--config.optimizer.name=adam")
-  assert out.returncode != 0
+  assert out.returncode == cli.EXIT_BAD_CONFIG
   assert "optimizer 'adam' does not take ['momentum', 'nesterov', 'weight_decay']" in (
       out.stderr)
   assert "--config <config file>:adam" in out.stderr
+
+
+def test_bad_values_exit_2_with_one_line_before_compiling():
+  out = _cli("--config", "configs/default.py", "--config.optimizer.learning_rate=-0.1")
+  assert out.returncode == cli.EXIT_BAD_CONFIG
+  assert out.stderr.splitlines() == [
+      "error: optimizer.learning_rate must be a finite number in (0.0, inf), got -0.1."]
+  assert not out.stdout
+
+
+def test_help_lists_configs_and_optimizers():
+  for entry in ("experiments.train", "experiments.sweep"):
+    out = subprocess.run([sys.executable, "-m", entry, "--help"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120, check=False)
+    text = " ".join((out.stdout + out.stderr).split())
+    for name in CONFIG_NAMES:
+      assert f"configs/{name}.py" in text, (entry, name)
+    for name in optimizers.names():
+      assert f" {name}," in text or f" {name}." in text, (entry, name)
+    assert "--overwrite" in text and "--workdir" in text
 
 
 def test_check_override_lists_valid_keys():
@@ -59,25 +79,81 @@ def test_config_string_switches_optimizer():
   assert stdlib_lm.get_config("sgd").optimizer.name == "sgd"
 
 
-def test_bad_configs_raise_clear_errors():
+def _bad(key, value, optimizer="sgd"):
+  config = default.get_config(optimizer)
+  sweep.set_path(config, key, value)
+  return config
+
+
+# (key, value, optimizer, the message): every key with a range, for optax baselines and
+# for optaxplus's methods alike.
+BAD_VALUES = [
+    ("optimizer.learning_rate", -0.1, "sgd", r"optimizer.learning_rate .* \(0.0, inf\)"),
+    ("optimizer.learning_rate", 0.0, "alto", r"optimizer.learning_rate .* \(0.0, inf\)"),
+    ("optimizer.learning_rate", float("inf"), "adam", "optimizer.learning_rate"),
+    ("optimizer.learning_rate", float("nan"), "eadam", "optimizer.learning_rate"),
+    ("optimizer.momentum", 1.5, "sgd", r"optimizer.momentum .* \[0.0, 1.0\)"),
+    ("optimizer.momentum", 1.0, "momsps", r"optimizer.momentum .*1.0"),
+    ("optimizer.momentum", -0.1, "sps_naive_momentum", r"optimizer.momentum .*\[0.0, 1.0\)"),
+    ("optimizer.b1", 1.0, "adam", r"optimizer.b1 .* \[0.0, 1.0\)"),
+    ("optimizer.b2", -0.5, "adamw", r"optimizer.b2 .* \[0.0, 1.0\)"),
+    ("optimizer.b2", 1.0, "lamb", r"optimizer.b2 .* \[0.0, 1.0\)"),
+    ("optimizer.beta", 1.0, "momo", r"optimizer.beta .* \[0.0, 1.0\)"),
+    ("optimizer.eps", -1e-8, "adam", r"optimizer.eps .* \[0.0, inf\)"),
+    ("optimizer.weight_decay", -1e-4, "adamw", r"optimizer.weight_decay .* \[0.0, inf\)"),
+    ("optimizer.clip_norm", -1.0, "lamb", r"optimizer.clip_norm .* \[0.0, inf\)"),
+    ("optimizer.c", 0.0, "momsps", "optimizer.c "),
+    ("sam.rho", -0.05, "sgd", r"sam.rho .* \[0.0, inf\)"),
+    ("sam.lam", "half", "sgd", "sam.lam must be a number in .*'1/t' or '1-1/t'"),
+    ("sam.lam", "1.5", "sgd", "sam.lam"),
+    ("sam.every_k", 0, "sgd", "sam.every_k"),
+    ("batch_size", 0, "sgd", r"batch_size must be a whole number in \[1.0, inf\)"),
+    ("num_steps", 0, "sgd", r"num_steps must be a whole number in \[1.0, inf\)"),
+    ("log_every", 0, "sgd", "log_every"),
+    ("eval_every", -1, "sgd", "eval_every"),
+    ("checkpoint_every", -1, "sgd", r"checkpoint_every .*\[0.0, inf\)"),
+    ("seed", -1, "sgd", "seed"),
+    ("data_seed", -1, "sgd", "data_seed"),
+    ("num_devices", 4096, "sgd", "num_devices=4096 but only"),
+    ("hessian.num_iterations", -1, "sgd", "hessian.num_iterations"),
+    ("hessian.tol", 0.0, "sgd", r"hessian.tol .*\(0.0, inf\)"),
+    ("divergence_threshold", 0.0, "sgd", "divergence_threshold"),
+    ("schedule", "linear", "sgd", "schedule must be one of constant, cosine"),
+    ("dataset", "mnist", "sgd", "dataset must be one of digits, stdlib_chars"),
+    ("model.name", "vit", "sgd", "model.name must be one of mlp, cnn, transformer"),
+    ("model.name", "transformer", "sgd", "goes with"),
+    ("model.num_heads", 3, "sgd", "model.width .* divisible by model.num_heads"),
+]
+
+
+@pytest.mark.parametrize("key, value, optimizer, message", BAD_VALUES,
+                         ids=[f"{o}-{k}={v}" for k, v, o, _ in BAD_VALUES])
+def test_bad_values_name_the_key_and_range(key, value, optimizer, message):
+  with pytest.raises(train.ConfigError, match=message) as error:
+    train.validate(_bad(key, value, optimizer))
+  assert "\n" not in str(error.value)
+
+
+def test_batch_size_must_divide_over_the_devices(monkeypatch):
+  monkeypatch.setattr(train.jax, "device_count", lambda: 4)
+  monkeypatch.setattr(train.jax, "devices", lambda: [train.jax.local_devices()[0]] * 4)
+  config = _bad("num_devices", 4)
+  config.batch_size = 66
+  with pytest.raises(train.ConfigError, match="batch_size must be divisible by the 4 "
+                                              "devices, got 66"):
+    train.validate(config)
+
+
+def test_other_bad_configs_raise_clear_errors():
   config = default.get_config()
   config.optimizer.name = "adamm"
   with pytest.raises(ValueError, match="unknown optimizer 'adamm'; valid: .*momsps"):
     train.validate(config)
-  config = default.get_config()
-  config.sam.lam = "half"
-  with pytest.raises(ValueError, match="'1/t' or '1-1/t'"):
-    train.validate(config)
-  config = default.get_config()
-  config.model.name = "transformer"
-  with pytest.raises(ValueError, match="goes with"):
-    train.validate(config)
-  config = default.get_config()
-  config.model.name = "vit"
-  with pytest.raises(ValueError, match="valid: mlp, cnn, transformer"):
-    train.validate(config)
   with pytest.raises(ValueError, match="has no hyperparameter"):
     optimizers.default_config("sgd", beta=0.9)
+  config.optimizer = optimizers.default_config("sgd", nesterov=1)  # typed int by a file
+  with pytest.raises(train.ConfigError, match="optimizer.nesterov must be True or False"):
+    train.validate(config)
 
 
 def test_sweep_errors():
@@ -85,6 +161,15 @@ def test_sweep_errors():
   with pytest.raises(ValueError, match=r"sweep.reference names \['sgd'\], not arm labels"):
     config.sweep.reference = "sgd"
     sweep.expand(config)
+  config.sweep.reference = "adam"
+  config.sweep.arms[0]["reference"] = "sgd"
+  with pytest.raises(ValueError, match=r"an arm's reference names \['sgd'\]"):
+    sweep.expand(config)
+  config.sweep.arms[0]["reference"] = "adam"
+  config.sweep.metric = "test_accuracy"
+  with pytest.raises(ValueError, match="sweep.metric must be one of accuracy, perplexity"):
+    sweep.expand(config)
+  config.sweep.metric = "accuracy"
   config.sweep.reference, config.sweep.untuned = "", ()
   config.sweep.arms = [dict(label="a", grid=(("optimizer.lr", (0.1,)),))]
   with pytest.raises(KeyError, match="optimizer has no key 'lr'; valid: learning_rate"):
@@ -106,6 +191,7 @@ def test_expand_grid_and_max_grid_points():
   assert len(runs) == (1 + 2 + 2) * 2
   lrs = [r.config.optimizer.learning_rate for r in runs if r.arm == "sgd-momentum"]
   assert lrs == [0.03, 0.03, 0.3, 0.3]
+  assert [r.seed for r in runs if r.arm == "adam"] == [0, 1, 0, 1]
   assert {r.config.optimizer.name for r in runs} == {"momsps", "sgd", "adam"}
   config.sweep.max_grid_points = 1
   assert len(sweep.expand(config)) == 3 * 2

@@ -9,6 +9,7 @@ import numpy as np
 
 from configs import default
 from experiments import train
+from experiments import workdir as workdir_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -22,8 +23,7 @@ def test_two_devices_match_one(tmp_path):
                   "--config.hessian.num_iterations=0"]
                  + [f"--config.{k}={v}" for k, v in overrides.items()],
                  cwd=ROOT, check=True, capture_output=True, timeout=300)
-  with open(os.path.join(workdir, train.SUMMARY_FILE)) as f:
-    two = json.load(f)
+  two = workdir_lib.read_json(os.path.join(workdir, workdir_lib.SUMMARY_FILE))
   assert two["devices"] == 2
 
   config = default.get_config()
@@ -33,7 +33,7 @@ def test_two_devices_match_one(tmp_path):
   assert one["devices"] == 1
   records = {}
   for name in ("one", "two"):
-    with open(os.path.join(str(tmp_path / name), train.METRICS_FILE)) as f:
+    with open(os.path.join(str(tmp_path / name), workdir_lib.METRICS_FILE)) as f:
       records[name] = [json.loads(line) for line in f]
   # Same global batch, same maths (BatchNorm statistics are global under jit): only the
   # order of floating-point reductions differs.

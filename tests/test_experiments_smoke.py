@@ -7,7 +7,8 @@ import matplotlib.image
 import numpy as np
 import pytest
 
-from experiments import cli, sweep, train
+from experiments import cli, report, sweep, train
+from experiments import workdir as workdir_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The arms each suite's smoke test trains: between them every optimizer and wrapper the
@@ -42,24 +43,30 @@ def _train_losses(records):
 
 
 def _assert_run_outputs(run_dir, config, probe=False):
-  with open(os.path.join(run_dir, "config.json")) as f:
-    assert json.load(f)["optimizer"] == config.optimizer.to_dict()
-  with open(os.path.join(run_dir, train.METRICS_FILE)) as f:
+  recorded = workdir_lib.read_json(os.path.join(run_dir, workdir_lib.CONFIG_FILE))
+  assert recorded["config"]["optimizer"] == config.optimizer.to_dict()
+  assert recorded["hash"] == workdir_lib.config_hash(config)
+  with open(os.path.join(run_dir, workdir_lib.METRICS_FILE)) as f:
     records = [json.loads(line) for line in f]
   steps = [r["step"] for r in records if r["split"] == "train"]
   assert steps == list(range(3, config.num_steps + 1, 3))
-  assert [r["step"] for r in records if r["split"] == "test"] == sorted(
-      {*range(6, config.num_steps, 6), config.num_steps})
+  evals = sorted({*range(6, config.num_steps, 6), config.num_steps})
+  for split in ("validation", "test"):
+    assert [r["step"] for r in records if r["split"] == split] == evals
   losses = _train_losses(records)
   assert np.all(np.isfinite(losses))
   assert min(losses[1:]) < losses[0], f"loss did not go down: {losses}"
-  with open(os.path.join(run_dir, train.SUMMARY_FILE)) as f:
-    summary = json.load(f)
+  summary = workdir_lib.read_json(os.path.join(run_dir, workdir_lib.SUMMARY_FILE))
   assert summary["steps"] == config.num_steps and not summary["diverged"]
-  assert 0.0 <= summary["test_accuracy"] <= 1.0
-  assert np.isfinite(summary["test_loss"]) and np.isfinite(summary["train_loss"])
+  for split in ("validation", "test"):
+    assert 0.0 <= summary[f"{split}_accuracy"] <= 1.0
+    assert np.isfinite(summary[f"{split}_loss"])
+  assert np.isfinite(summary["train_loss"])
   if probe:
     assert np.isfinite(summary["hessian_top_eigenvalue"]) and summary["hessian_iterations"]
+    assert summary["hessian_probe"] == "on"
+  else:
+    assert summary["hessian_top_eigenvalue"] is None and summary["hessian_probe"] == "off"
   return records
 
 
@@ -78,7 +85,7 @@ def test_single_run(name, tmp_path):
 
 @pytest.mark.parametrize("name", sorted(SUITES))
 def test_suite(name, tmp_path):
-  # Full-batch steps cost 22 small ones: fewer of them.
+  # Full-batch steps cost 18 small ones: fewer of them.
   config = _load(name, steps=6 if name == "large_batch" else 12)
   if name == "large_batch_gpu":  # sized for an accelerator; the code path is the same
     config.batch_size, config.num_devices = 32, 1
@@ -86,36 +93,31 @@ def test_suite(name, tmp_path):
   assert len(config.sweep.arms) == len(SUITES[name])
   if config.sweep.reference not in SUITES[name]:
     config.sweep.reference = ""
+  for arm in config.sweep.arms:
+    if arm.get("reference") and arm["reference"] not in SUITES[name]:
+      arm["reference"] = ""
   config.sweep.untuned = tuple(a for a in config.sweep.untuned if a in SUITES[name])
   if name == "default":
     config.hessian.num_iterations = 3
   workdir = str(tmp_path)
   results = sweep.run_sweep(config, workdir, command=f"python -m experiments.sweep {name}")
   runs = sweep.expand(config)
-  assert len(results["configs"]) == len(runs)
+  assert [c["label"] for c in results["configs"]] == list(dict.fromkeys(
+      r.label for r in runs))
   for run in runs:
-    _assert_run_outputs(os.path.join(workdir, "runs", run.run_id), run.config,
-                        probe=name == "default")
-    # A finished run is not redone; checkpoints of finished runs are removed.
-    assert not os.path.exists(os.path.join(workdir, "runs", run.run_id, "checkpoints"))
+    _assert_run_outputs(sweep.run_dir(workdir, run), run.config, probe=name == "default")
+    # Checkpoints of finished runs are removed.
+    assert not os.path.exists(os.path.join(sweep.run_dir(workdir, run), "checkpoints"))
 
-  with open(os.path.join(workdir, "results.md")) as f:
+  with open(os.path.join(workdir, report.RESULTS_FILE)) as f:
     text = f.read()
   assert text.splitlines()[3] == f"python -m experiments.sweep {name}"
-  for run in runs:
-    assert f"| {run.label} | 1 |" in text
+  for arm in SUITES[name]:
+    assert f"| {arm} | " in text
   assert "top Hessian eig." in text and "wall time / run (s)" in text
-  with open(os.path.join(workdir, "summary.json")) as f:
-    summary = json.load(f)
-  assert [c["label"] for c in summary["configs"]] == [r.label for r in runs]
-  for png in ("curves.png", "step_size.png", "final_metrics.png"):
+  assert "selected on validation, reported on test" in text
+  summary = workdir_lib.read_json(os.path.join(workdir, report.SUMMARY_FILE))
+  assert summary == results
+  for png in report.PLOTS:
     image = matplotlib.image.imread(os.path.join(workdir, png))
     assert image.ndim == 3 and image.shape[0] > 100
-
-  if name == "default":  # a finished sweep run again only rewrites its report
-    summary_path = os.path.join(workdir, "runs", runs[0].run_id, train.SUMMARY_FILE)
-    mtime = os.path.getmtime(summary_path)
-    os.remove(os.path.join(workdir, "results.md"))
-    sweep.run_sweep(config, workdir)
-    assert os.path.getmtime(summary_path) == mtime
-    assert os.path.exists(os.path.join(workdir, "results.md"))
