@@ -142,7 +142,7 @@ def sam_perturbation(
   λ-unified choice), ``ρ = 0`` gives ``e = 0``.
 
   Numerics: ``ρ``, ``λ`` and the norms are computed in float32, or in float64 when the
-  gradients (or, with ``adaptive``, the params) are float64. The gradient is scaled by a
+  gradients or the params are float64. The gradient is scaled by a
   power of two near its largest entry before any norm is taken, so the radius is exact
   (to rounding) for every finite gradient, tiny (``‖g‖ = 1e-20``) or huge (``1e30``).
   A zero gradient gives ``e = 0``; so does a gradient with a NaN or inf entry. Leaves
@@ -201,7 +201,7 @@ def sam_perturbation(
     del extra_args
     if adaptive and params is None:
       raise ValueError('sam_perturbation(adaptive=True) needs params: T = |w| + eta.')
-    dtype = tree_wide_dtype((updates, params) if adaptive else updates)
+    dtype = tree_wide_dtype((updates, params))
     value_at = lambda hyperparameter: _value_at(hyperparameter, state.count, dtype)
     e = _ascent_vector(
         updates,
@@ -396,8 +396,8 @@ def unified_sam(
     )
   _check_axis_name(axis_name)
   check_range('every_k', every_k, 1.0, integer=True)
-  # Under optax.inject_hyperparams every_k is an array; SAM steps are then chosen by
-  # lax.cond (see every_k above).
+  # Under optax.inject_hyperparams (in jit) every_k is a tracer: SAM steps are then chosen
+  # by lax.cond, as for every_k > 1.
   every_k = jnp.asarray(every_k).astype(jnp.int32) if is_tracer(every_k) else int(every_k)
   perturbation = sam_perturbation(rho, lam, adaptive=adaptive, eta=eta, eps=eps)
   base_optimizer = optax.with_extra_args_support(base_optimizer)
