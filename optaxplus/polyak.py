@@ -18,9 +18,16 @@ Heavy ball: ``u_t = −γ_t g_t + β u_{t−1}`` (``optax.trace``) applied uncha
 
 Reading the step actually taken: ``optax.tree_utils.tree_get(state, 'step_size')``.
 
-Skipped updates: when the loss or the gradient is not finite, the gradient is zero, or the
-loss is at or below ``f_min``, the Polyak step returns a zero update and leaves its state
-unchanged (the momentum buffer keeps coasting). Parameters never become NaN through it.
+Numerics: the scalar maths (loss gap, ‖g_t‖, γ_t) runs in float64 for float64 params, in
+float32 otherwise (bf16/f16 updates keep their dtype). The gap is divided by ``‖g_t‖`` twice,
+never by ``‖g_t‖²``, so norms of 1e-20 or 1e30 get their exact step where float32 holds it.
+Complex params take ``‖g‖² = Σ|g|²`` and ``−γ_t g_t``, as ``optax.polyak_sgd`` does. Every
+hyperparameter may be traced (``optax.inject_hyperparams``) and is read at each update.
+
+Skipped updates: when the loss or the gradient is not finite, the gradient is zero, the
+loss is at or below ``f_min``, or the step under/overflows float32, the Polyak step returns
+a zero update and leaves its state unchanged (the momentum buffer keeps coasting).
+Parameters never become NaN through it.
 
 References:
   Loizou, Vaswani, Laradji, Lacoste-Julien, *Stochastic Polyak Step-size for SGD: An
@@ -42,6 +49,8 @@ import optax
 
 from optaxplus._checks import check_range
 from optaxplus._wide import global_norm
+from optaxplus._wide import tree_wide_dtype
+from optaxplus._wide import wide
 
 _MISSING_VALUE = (
     'This Polyak step needs the mini-batch loss at the current parameters: call '
@@ -56,26 +65,50 @@ class PolyakStepState(NamedTuple):
   """State of a Polyak step: applied updates, the last step taken, the summed loss gap."""
 
   count: jax.Array  # shape=(), dtype=int32; applied (not skipped) updates.
-  step_size: jax.Array  # shape=(), dtype=float32; γ of the last applied update.
-  loss_gap_sum: jax.Array  # shape=(), dtype=float32; Σ_s (f_s − f_min), for AdaSPS.
+  # shape=(), dtype=float32 (float64 for float64 params), 0 before the first update:
+  step_size: jax.Array  # γ_t, the step of the last applied update.
+  base_step_size: jax.Array  # η_t = γ_t / (1 − β), the step the Polyak rule caps.
+  loss_gap_sum: jax.Array  # Σ_s (f_s − f_min) over applied updates, for AdaSPS.
 
 
-# A rule maps (state, loss gap f_t − f_min > 0, ‖g_t‖² > 0, gap sum incl. t) to γ_t.
-_StepRule = Callable[[PolyakStepState, jax.Array, jax.Array, jax.Array], jax.Array]
+# (state, f_t − f_min > 0, ‖g_t‖ > 0, Σ_{s≤t} gaps, hyperparameters in the compute dtype)
+# ↦ η_t, the step before the heavy ball's factor (1 − β).
+_StepRule = Callable[[PolyakStepState, jax.Array, jax.Array, jax.Array, dict], jax.Array]
 
 
-def _polyak_step(
-    rule: _StepRule, initial_step: Any, f_min: Any
-) -> optax.GradientTransformationExtraArgs:
-  """Multiplies the gradient by the step ``rule`` gives; skips non-informative updates."""
+def _polyak(gap: jax.Array, c: Any, norm: jax.Array) -> jax.Array:
+  """``gap / (c ‖g‖²)``, dividing by ``‖g‖`` twice: ``‖g‖²`` under/overflows much sooner."""
+  # One division at a time: XLA folds (a / b) / d into a / (b · d), which forms ‖g‖² again.
+  for divisor in (c, norm, norm):
+    gap = jax.lax.optimization_barrier(gap / divisor)
+  return gap
+
+
+# The accepted range of every hyperparameter, checked when an optimizer is built.
+_RANGES = {
+    'c': dict(low=0.0, low_open=True),
+    'max_learning_rate': dict(low=0.0, low_open=True, allow_inf=True),  # inf: no cap
+    'f_min': {},
+    'momentum': dict(low=0.0, high=1.0, high_open=True),
+    'batches_per_epoch': dict(low=1.0, integer=True),
+    'tau': dict(low=1.0),
+    'init_step': dict(low=0.0, low_open=True),
+}
+
+
+def _polyak_step(rule: _StepRule, **hyperparams: Any) -> optax.GradientTransformationExtraArgs:
+  """Multiplies the gradient by ``(1 − β) η_t``; skips non-informative updates.
+
+  ``hyperparams`` holds ``f_min``, ``momentum`` and what ``rule`` reads. They are checked
+  here and cast to the compute dtype at each update, so that traced values
+  (``optax.inject_hyperparams``) take effect.
+  """
+  for name, value in hyperparams.items():
+    check_range(name, value, **_RANGES[name])
 
   def init_fn(params):
-    del params
-    return PolyakStepState(
-        count=jnp.zeros([], jnp.int32),
-        step_size=jnp.asarray(initial_step, jnp.float32),
-        loss_gap_sum=jnp.zeros([], jnp.float32),
-    )
+    zero = jnp.zeros([], tree_wide_dtype(params))
+    return PolyakStepState(jnp.zeros([], jnp.int32), zero, zero, zero)
 
   def update_fn(updates, state, params=None, *, value=None, **extra_args):
     del params, extra_args
@@ -86,45 +119,32 @@ def _polyak_step(
           f'value must be the scalar mean loss of the mini-batch, got shape '
           f'{jnp.shape(value)}. Reduce it (e.g. jnp.mean) before passing it.'
       )
-    grad_sq_norm = global_norm(updates, squared=True)
-    gap = jnp.asarray(value, jnp.float32) - jnp.asarray(f_min, jnp.float32)
-    informative = (
-        jnp.isfinite(gap)
-        & (gap > 0)
-        & jnp.isfinite(grad_sq_norm)
-        & (grad_sq_norm > 0)
-    )
+    dtype = state.step_size.dtype
+    h = {name: jnp.asarray(v, dtype) for name, v in hyperparams.items()}
+    norm = global_norm(updates).astype(dtype)
+    gap = jnp.asarray(value, dtype) - h['f_min']
+    informative = jnp.isfinite(gap) & (gap > 0) & jnp.isfinite(norm) & (norm > 0)
     # Placeholders on skipped updates, so that no inf or NaN is ever computed.
-    gap = jnp.where(informative, gap, 1.0)
-    grad_sq_norm = jnp.where(informative, grad_sq_norm, 1.0)
+    gap = jnp.where(informative, gap, 1)
+    norm = jnp.where(informative, norm, 1)
     gap_sum = state.loss_gap_sum + gap
-    step = rule(state, gap, grad_sq_norm, gap_sum).astype(jnp.float32)
-    applied = informative & jnp.isfinite(step)
+    base_step = rule(state, gap, norm, gap_sum, h).astype(dtype)
+    step = (1 - h['momentum']) * base_step
+    # A step that underflowed to 0 is skipped too: it would freeze the capped recursions.
+    applied = informative & jnp.isfinite(step) & (step > 0)
     new_state = optax.tree.where(
         applied,
-        PolyakStepState(count=state.count + 1, step_size=step, loss_gap_sum=gap_sum),
+        PolyakStepState(optax.safe_increment(state.count), step, base_step, gap_sum),
         state,
     )
-    updates = jax.tree.map(
-        lambda g: jnp.where(applied, g.astype(jnp.float32) * step, 0.0).astype(g.dtype),
-        updates,
-    )
-    return updates, new_state
+    scale = lambda g: jnp.where(applied, wide(g) * step, 0).astype(g.dtype)
+    return jax.tree.map(scale, updates), new_state
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
-def _check_common(c: Any, momentum: Any) -> None:
-  check_range('c', c, 0.0, low_open=True)
-  check_range('momentum', momentum, 0.0, 1.0, high_open=True)
-
-
 def scale_by_sps(
-    c: Any = 0.5,
-    max_learning_rate: Any = 1.0,
-    f_min: Any = 0.0,
-    *,
-    momentum: Any = 0.0,
+    c: Any = 0.5, max_learning_rate: Any = 1.0, f_min: Any = 0.0, *, momentum: Any = 0.0
 ) -> optax.GradientTransformationExtraArgs:
   r"""Scales the gradient by the capped stochastic Polyak step (SPS_max, MomSPS_max).
 
@@ -133,8 +153,8 @@ def scale_by_sps(
 
   Args:
     c: Polyak constant, > 0 (0.5 in the SPS paper, 1 in the MomSPS reference code).
-    max_learning_rate: the cap ``γ_b`` on the Polyak step, > 0.
-    f_min: a lower bound ``f^*`` of the loss (0 for non-negative losses).
+    max_learning_rate: the cap ``γ_b`` on the Polyak step, > 0; ``inf`` for no cap.
+    f_min: a lower bound ``f^*`` of the loss (0 for non-negative losses), finite.
     momentum: the ``β`` of the heavy ball this step feeds, in [0, 1); the step is
       multiplied by ``1 − β`` (MomSPS). 0 gives SPS_max.
 
@@ -149,20 +169,19 @@ def scale_by_sps(
     >>> print(state.step_size)  # 5 / (1 · 25)
     0.2
   """
-  _check_common(c, momentum)
-  check_range('max_learning_rate', max_learning_rate, 0.0, low_open=True)
 
-  def rule(state, gap, grad_sq_norm, gap_sum):
+  def rule(state, gap, norm, gap_sum, h):
     del state, gap_sum
-    return (1.0 - momentum) * jnp.minimum(gap / (c * grad_sq_norm), max_learning_rate)
+    return jnp.minimum(_polyak(gap, h['c'], norm), h['max_learning_rate'])
 
-  return _polyak_step(rule, (1.0 - momentum) * max_learning_rate, f_min)
+  return _polyak_step(rule, c=c, max_learning_rate=max_learning_rate, f_min=f_min,
+                      momentum=momentum)
 
 
 def scale_by_sps_smooth(
     c: Any = 0.2,
     *,
-    batches_per_epoch: int,
+    batches_per_epoch: Any,
     tau: Any = 2.0,
     init_step: Any = 1.0,
     f_min: Any = 0.0,
@@ -179,10 +198,10 @@ def scale_by_sps_smooth(
 
   Args:
     c: Polyak constant, > 0.
-    batches_per_epoch: ``N``, the number of mini-batches in one epoch, ≥ 1.
+    batches_per_epoch: ``N``, the number of mini-batches in one epoch, a whole number ≥ 1.
     tau: the cap's growth per epoch, ≥ 1.
-    init_step: ``γ_{−1}``, > 0.
-    f_min: a lower bound of the loss.
+    init_step: ``γ_{−1}``, > 0 (read at the first applied update).
+    f_min: a lower bound of the loss, finite.
     momentum: the heavy ball's ``β`` in [0, 1); 0 gives SPS smooth.
 
   Returns:
@@ -196,28 +215,20 @@ def scale_by_sps_smooth(
     >>> print(state.step_size)
     2.0
   """
-  _check_common(c, momentum)
-  if not isinstance(batches_per_epoch, numbers.Integral) or batches_per_epoch < 1:
-    raise ValueError(
-        f'batches_per_epoch must be an integer in [1, inf), got {batches_per_epoch!r}.'
-    )
-  check_range('tau', tau, 1.0)
-  check_range('init_step', init_step, 0.0, low_open=True)
 
-  def rule(state, gap, grad_sq_norm, gap_sum):
+  def rule(state, gap, norm, gap_sum, h):
     del gap_sum
-    polyak = (1.0 - momentum) * gap / (c * grad_sq_norm)
-    return jnp.minimum(polyak, tau ** (1.0 / batches_per_epoch) * state.step_size)
+    previous = jnp.where(state.count == 0, h['init_step'], state.step_size)
+    # The cap bounds γ_t = (1 − β) η_t, the step actually taken.
+    cap = h['tau'] ** (1 / h['batches_per_epoch']) * previous / (1 - h['momentum'])
+    return jnp.minimum(_polyak(gap, h['c'], norm), cap)
 
-  return _polyak_step(rule, init_step, f_min)
+  return _polyak_step(rule, c=c, batches_per_epoch=batches_per_epoch, tau=tau,
+                      init_step=init_step, f_min=f_min, momentum=momentum)
 
 
 def scale_by_decsps(
-    c: Any = 1.0,
-    max_learning_rate: Any = 10.0,
-    f_min: Any = 0.0,
-    *,
-    momentum: Any = 0.0,
+    c: Any = 1.0, max_learning_rate: Any = 10.0, f_min: Any = 0.0, *, momentum: Any = 0.0
 ) -> optax.GradientTransformationExtraArgs:
   r"""Scales the gradient by the decreasing Polyak step (DecSPS, MomDecSPS).
 
@@ -230,8 +241,9 @@ def scale_by_decsps(
 
   Args:
     c: ``c_0``, > 0.
-    max_learning_rate: ``γ_b``, the first cap, > 0.
-    f_min: a lower bound of the loss.
+    max_learning_rate: ``γ_b``, the first cap, > 0 (read at the first applied update);
+      ``inf`` for no cap on the first step.
+    f_min: a lower bound of the loss, finite.
     momentum: the heavy ball's ``β`` in [0, 1); 0 gives DecSPS.
 
   Returns:
@@ -246,25 +258,21 @@ def scale_by_decsps(
     >>> print(f'{state.step_size:.4f}')
     0.1414
   """
-  _check_common(c, momentum)
-  check_range('max_learning_rate', max_learning_rate, 0.0, low_open=True)
 
-  def rule(state, gap, grad_sq_norm, gap_sum):
+  def rule(state, gap, norm, gap_sum, h):
     del gap_sum
-    t = state.count.astype(jnp.float32)
-    c_now = c * jnp.sqrt(t + 1.0)
-    c_before = c * jnp.sqrt(jnp.maximum(t, 1.0))
-    eta_before = state.step_size / (1.0 - momentum)
-    return (1.0 - momentum) * jnp.minimum(gap / grad_sq_norm, c_before * eta_before) / c_now
+    t = state.count.astype(gap.dtype)
+    first = state.count == 0
+    # c_{t−1} η_{t−1}, with c_{−1} η_{−1} = c_0 γ_b.
+    cap = h['c'] * jnp.where(first, h['max_learning_rate'], jnp.sqrt(t) * state.base_step_size)
+    return jnp.minimum(_polyak(gap, 1, norm), cap) / (h['c'] * jnp.sqrt(t + 1))
 
-  return _polyak_step(rule, (1.0 - momentum) * max_learning_rate, f_min)
+  return _polyak_step(rule, c=c, max_learning_rate=max_learning_rate, f_min=f_min,
+                      momentum=momentum)
 
 
 def scale_by_adasps(
-    c: Any = 1.0,
-    f_min: Any = 0.0,
-    *,
-    momentum: Any = 0.0,
+    c: Any = 1.0, f_min: Any = 0.0, *, momentum: Any = 0.0
 ) -> optax.GradientTransformationExtraArgs:
   r"""Scales the gradient by the adaptive Polyak step (AdaSPS, MomAdaSPS).
 
@@ -272,14 +280,15 @@ def scale_by_adasps(
     η_t = \min\Big\{ \frac{f_t − f^*}{c ‖g_t‖² \sqrt{\sum_{s \le t} (f_s − f^*)}},\ η_{t−1} \Big\},
     \quad γ_t = (1 − β) η_t,\quad η_{−1} = +∞
 
+  ``η_{−1} = +∞`` is not stored: the first applied update is simply not capped.
+
   Args:
     c: ``c_p``, > 0.
-    f_min: a lower bound of the loss.
+    f_min: a lower bound of the loss, finite.
     momentum: the heavy ball's ``β`` in [0, 1); 0 gives AdaSPS.
 
   Returns:
     A ``GradientTransformationExtraArgs`` whose update takes the loss as ``value=``.
-    Its ``step_size`` is ``+inf`` until the first applied update.
 
   Examples:
     >>> import jax.numpy as jnp, optaxplus
@@ -289,14 +298,12 @@ def scale_by_adasps(
     >>> print(state.step_size)
     0.08
   """
-  _check_common(c, momentum)
 
-  def rule(state, gap, grad_sq_norm, gap_sum):
-    eta_before = state.step_size / (1.0 - momentum)
-    polyak = gap / (c * grad_sq_norm * jnp.sqrt(gap_sum))
-    return (1.0 - momentum) * jnp.minimum(polyak, eta_before)
+  def rule(state, gap, norm, gap_sum, h):
+    polyak = _polyak(gap, h['c'], norm) / jnp.sqrt(gap_sum)
+    return jnp.where(state.count == 0, polyak, jnp.minimum(polyak, state.base_step_size))
 
-  return _polyak_step(rule, jnp.inf, f_min)
+  return _polyak_step(rule, c=c, f_min=f_min, momentum=momentum)
 
 
 def _descend_with_heavy_ball(
@@ -317,8 +324,8 @@ def sps(
 
   Args:
     c: Polyak constant, > 0.
-    max_learning_rate: the cap ``γ_b``, > 0.
-    f_min: a lower bound of the loss.
+    max_learning_rate: the cap ``γ_b``, > 0; ``inf`` for no cap.
+    f_min: a lower bound of the loss, finite.
 
   Returns:
     A ``GradientTransformationExtraArgs``; pass the loss as ``update(..., value=loss)``.
@@ -328,14 +335,14 @@ def sps(
     >>> loss_fn = lambda w: jnp.sum((w - 1.0) ** 2)
     >>> w = jnp.zeros(3)
     >>> tx = optaxplus.sps(c=1.0)
-    >>> state = tx.init(w)
+    >>> state, update = tx.init(w), jax.jit(tx.update)
     >>> for _ in range(30):
     ...   loss, grads = jax.value_and_grad(loss_fn)(w)
-    ...   updates, state = tx.update(grads, state, w, value=loss)
+    ...   updates, state = update(grads, state, w, value=loss)
     ...   w = optax.apply_updates(w, updates)
     >>> step = optax.tree_utils.tree_get(state, 'step_size')  # the step last taken
-    >>> print(loss_fn(w) < 1e-12, step)  # Polyak: f / ‖2(w − 1)‖² = 1/4
-    True 0.25
+    >>> print(loss_fn(w) < 1e-12, f'{step:.6f}')  # Polyak: f / ‖2(w − 1)‖² = 1/4
+    True 0.250000
   """
   return _descend_with_heavy_ball(scale_by_sps(c, max_learning_rate, f_min), 0)
 
@@ -354,25 +361,20 @@ def momsps(
 
   Args:
     c: Polyak constant, > 0 (reference default 1).
-    max_learning_rate: the cap ``γ_b``, > 0 (reference default 10).
+    max_learning_rate: the cap ``γ_b``, > 0, ``inf`` for no cap (reference default 10).
     momentum: ``β`` in [0, 1) (reference default 0.9).
-    f_min: a lower bound of the loss (reference default 0).
+    f_min: a lower bound of the loss, finite (reference default 0).
 
   Returns:
     A ``GradientTransformationExtraArgs``; pass the loss as ``update(..., value=loss)``.
 
   Examples:
-    >>> import jax, jax.numpy as jnp, optax, optaxplus
-    >>> loss_fn = lambda w: jnp.sum((w - 1.0) ** 2)
-    >>> w = jnp.zeros(3)
-    >>> tx = optaxplus.momsps()
-    >>> state = tx.init(w)
-    >>> for _ in range(200):
-    ...   loss, grads = jax.value_and_grad(loss_fn)(w)
-    ...   updates, state = tx.update(grads, state, w, value=loss)
-    ...   w = optax.apply_updates(w, updates)
-    >>> print(loss_fn(w) < 1e-8)
-    True
+    >>> import jax.numpy as jnp, optaxplus
+    >>> tx = optaxplus.momsps(max_learning_rate=1.0, momentum=0.75)
+    >>> g = jnp.array([3.0, 4.0])
+    >>> updates, state = tx.update(g, tx.init(g), value=5.0)
+    >>> print(updates)  # −(1 − 0.75) · min(5/25, 1) · g
+    [-0.15 -0.2 ]
   """
   step = scale_by_sps(c, max_learning_rate, f_min, momentum=momentum)
   return _descend_with_heavy_ball(step, momentum)
@@ -398,10 +400,10 @@ def momsps_smooth(
   Args:
     c: Polyak constant, > 0.
     momentum: ``β`` in [0, 1).
-    batches_per_epoch: ``N``, mini-batches per epoch, ≥ 1.
+    batches_per_epoch: ``N``, mini-batches per epoch, a whole number ≥ 1.
     tau: the cap's growth per epoch, ≥ 1.
-    init_step: ``γ_{−1}``, > 0.
-    f_min: a lower bound of the loss.
+    init_step: ``γ_{−1}``, > 0 (read at the first applied update).
+    f_min: a lower bound of the loss, finite.
 
   Returns:
     A ``GradientTransformationExtraArgs``; pass the loss as ``update(..., value=loss)``.
@@ -415,14 +417,8 @@ def momsps_smooth(
     >>> print(updates['bias'])  # −(1 − 0.9) · 0.3 / (0.4 · 6)
     [-0.0125 -0.0125]
   """
-  step = scale_by_sps_smooth(
-      c,
-      batches_per_epoch=batches_per_epoch,
-      tau=tau,
-      init_step=init_step,
-      f_min=f_min,
-      momentum=momentum,
-  )
+  step = scale_by_sps_smooth(c, batches_per_epoch=batches_per_epoch, tau=tau,
+                             init_step=init_step, f_min=f_min, momentum=momentum)
   return _descend_with_heavy_ball(step, momentum)
 
 
@@ -436,9 +432,9 @@ def momdecsps(
 
   Args:
     c: ``c_0``, > 0.
-    max_learning_rate: ``γ_b``, the first cap, > 0.
+    max_learning_rate: ``γ_b``, the first cap, > 0; ``inf`` for none.
     momentum: ``β`` in [0, 1); 0 gives :func:`decsps`.
-    f_min: a lower bound of the loss.
+    f_min: a lower bound of the loss, finite.
 
   Returns:
     A ``GradientTransformationExtraArgs``; pass the loss as ``update(..., value=loss)``.
@@ -463,7 +459,7 @@ def momadasps(
   Args:
     c: ``c_p``, > 0.
     momentum: ``β`` in [0, 1); 0 gives :func:`adasps`.
-    f_min: a lower bound of the loss.
+    f_min: a lower bound of the loss, finite.
 
   Returns:
     A ``GradientTransformationExtraArgs``; pass the loss as ``update(..., value=loss)``.
@@ -487,8 +483,8 @@ def decsps(
 
   Args:
     c: ``c_0``, > 0.
-    max_learning_rate: ``γ_b``, the first cap, > 0.
-    f_min: a lower bound of the loss.
+    max_learning_rate: ``γ_b``, the first cap, > 0; ``inf`` for none.
+    f_min: a lower bound of the loss, finite.
 
   Returns:
     A ``GradientTransformationExtraArgs``; pass the loss as ``update(..., value=loss)``.
@@ -509,7 +505,7 @@ def adasps(c: Any = 1.0, f_min: Any = 0.0) -> optax.GradientTransformationExtraA
 
   Args:
     c: ``c_p``, > 0.
-    f_min: a lower bound of the loss.
+    f_min: a lower bound of the loss, finite.
 
   Returns:
     A ``GradientTransformationExtraArgs``; pass the loss as ``update(..., value=loss)``.

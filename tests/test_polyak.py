@@ -1,5 +1,7 @@
 """Tests of optaxplus.polyak against the float64 transcription in tests/references/polyak.py."""
 
+import inspect
+import math
 
 import chex
 import jax
@@ -7,14 +9,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from absl.testing import parameterized
 
 import optaxplus
 from tests.references import polyak as ref
 
 STEPS = 25
 
-# (name, optimizer factory, reference rule) — the reference is written from METHODS.md.
+# (name, optimizer factory, reference rule).
 CASES = {
     'sps': (
         lambda: optaxplus.sps(c=0.5, max_learning_rate=1.0),
@@ -50,6 +51,7 @@ CASES = {
         lambda: ref.PolyakRule('ada', c=0.5),
     ),
 }
+MOMENTUM = {'momsps': 0.9, 'momsps_smooth': 0.9, 'momdecsps': 0.9, 'momadasps': 0.8}
 
 
 def tree_template(dtype=jnp.float32):
@@ -61,20 +63,26 @@ def tree_template(dtype=jnp.float32):
   }
 
 
-def random_problem(seed, dtype=jnp.float32, steps=STEPS):
+def random_problem(seed, dtype=jnp.float32, steps=STEPS, grad_scale=1.0, loss_scale=1.0):
   """Gradient trees whose scale spans 40×, so that caps bind on some steps and not others."""
   rng = np.random.default_rng(seed)
   leaves, treedef = jax.tree.flatten(tree_template(dtype))
+  complex_grads = jnp.issubdtype(dtype, jnp.complexfloating)
   grads, losses = [], []
   for _ in range(steps):
-    scale = rng.choice([0.03, 0.1, 0.3, 1.2])
-    grads.append([np.asarray(rng.normal(size=leaf.shape) * scale, dtype) for leaf in leaves])
-    losses.append(rng.uniform(0.05, 2.0))
-  return treedef, grads, np.asarray(losses, np.float32)
+    scale = rng.choice([0.03, 0.1, 0.3, 1.2]) * grad_scale
+    step = []
+    for leaf in leaves:
+      g = rng.normal(size=leaf.shape) + (1j * rng.normal(size=leaf.shape) if complex_grads else 0)
+      step.append(np.asarray(g * scale, dtype))
+    grads.append(step)
+    losses.append(rng.uniform(0.05, 2.0) * loss_scale)
+  loss_dtype = np.float64 if dtype in (jnp.float64, jnp.complex128) else np.float32
+  return treedef, grads, np.asarray(losses, loss_dtype)
 
 
 def run_optimizer(tx, treedef, grads, losses, update=None):
-  update = update or tx.update
+  update = update or jax.jit(tx.update)
   params = jax.tree.unflatten(treedef, [jnp.zeros_like(g) for g in grads[0]])
   state = tx.init(params)
   all_updates, steps = [], []
@@ -86,19 +94,35 @@ def run_optimizer(tx, treedef, grads, losses, update=None):
   return all_updates, np.asarray(steps), state
 
 
-class ReferenceTest(chex.TestCase):
+def assert_matches_reference(name, problem, *, rtol, update_rtol, update_atol=None, jit=True):
+  """Runs CASES[name] on ``problem`` and compares its steps and updates to the reference.
 
-  @chex.variants(with_jit=True, without_jit=True)
-  @parameterized.named_parameters(*[(name, name) for name in CASES])
-  def test_matches_float64_reference(self, name):
-    make_tx, make_rule = CASES[name]
-    treedef, grads, losses = random_problem(seed=0)
-    tx = make_tx()
-    updates, steps, _ = run_optimizer(tx, treedef, grads, losses, self.variant(tx.update))
-    want_updates, want_steps = ref.heavy_ball_updates(make_rule(), grads, losses)
-    np.testing.assert_allclose(steps, want_steps, rtol=2e-6)
-    for got, want in zip(updates, want_updates):
-      chex.assert_trees_all_close(got, want, rtol=2e-5, atol=1e-8)
+  By default the updates are compared per step with an absolute tolerance of
+  ``update_rtol`` × the step's largest update: momentum sums entries of both signs, so a
+  small entry carries the rounding of the large ones.
+  """
+  make_tx, make_rule = CASES[name]
+  tx = make_tx()
+  updates, steps, state = run_optimizer(tx, *problem, jax.jit(tx.update) if jit else tx.update)
+  want_updates, want_steps = ref.heavy_ball_updates(make_rule(), problem[1], problem[2])
+  np.testing.assert_allclose(steps, want_steps, rtol=rtol, atol=0)
+  for got, want in zip(updates, want_updates):
+    atol = update_atol if update_atol is not None else (
+        update_rtol * max(np.max(np.abs(w)) for w in want))
+    chex.assert_trees_all_close(got, want, rtol=update_rtol, atol=atol)
+  return updates, state
+
+
+@pytest.mark.parametrize('name', sorted(CASES))
+def test_matches_float64_reference(name):
+  assert_matches_reference(name, random_problem(seed=0), rtol=2e-6, update_rtol=2e-5,
+                           update_atol=1e-8)
+
+
+@pytest.mark.parametrize('name', sorted(CASES))
+def test_matches_float64_reference_without_jit(name):
+  assert_matches_reference(name, random_problem(seed=0, steps=4), rtol=2e-6, update_rtol=2e-5,
+                           update_atol=1e-8, jit=False)
 
 
 def test_reference_problem_exercises_the_caps():
@@ -108,6 +132,95 @@ def test_reference_problem_exercises_the_caps():
   polyak = [loss / (0.5 * ref.global_sq_norm(g)) for g, loss in zip(grads, losses)]
   assert 0 < sum(p > 1.0 for p in polyak) < len(polyak)
 
+
+# --- precision, complex, tiny and huge gradients ------------------------------------------
+
+@pytest.mark.parametrize('name', sorted(CASES))
+def test_float64_params_step_in_float64(name):
+  with jax.enable_x64(True):
+    _, state = assert_matches_reference(name, random_problem(6, jnp.float64), rtol=1e-12,
+                                        update_rtol=1e-12)
+    assert state[0].step_size.dtype == jnp.float64
+
+
+def test_float64_loss_gap_keeps_its_precision():
+  # f = 1e4 + |x − 1|²: a float32 loss gap loses everything below 1e4 · 2^-24 ≈ 6e-4.
+  with jax.enable_x64(True):
+    loss_fn = lambda x: 1e4 + jnp.sum((x - 1.0) ** 2)
+    tx = optaxplus.sps(c=1.0, f_min=1e4)
+    x = jnp.zeros(3, jnp.float64)
+    state, update = tx.init(x), jax.jit(tx.update)
+    for _ in range(40):
+      value, grads = jax.value_and_grad(loss_fn)(x)
+      updates, state = update(grads, state, x, value=value)
+      x = optax.apply_updates(x, updates)
+    gap = float(np.sum((np.asarray(x) - 1.0) ** 2))
+  assert x.dtype == jnp.float64
+  assert gap < 1e-10, gap  # float32 step maths stall near 1e-4
+
+
+@pytest.mark.parametrize('name', sorted(CASES))
+def test_complex_params_match_the_complex_reference(name):
+  updates, _ = assert_matches_reference(
+      name, random_problem(7, jnp.complex64, steps=8), rtol=2e-6, update_rtol=2e-5)
+  assert all(u.dtype == jnp.complex64 for step in updates for u in step)
+  assert np.abs(np.imag(updates[-1][0])).max() > 0
+
+
+def test_complex_step_equals_optax_polyak_sgd():
+  g = jnp.array([1 + 1j, 2 - 1j], jnp.complex64)  # ‖g‖² = Σ|g|² = 7
+  want, _ = optax.polyak_sgd(max_learning_rate=1.0).update(
+      g, optax.polyak_sgd().init(g), g, value=3.5)
+  tx = optaxplus.sps(c=1.0, max_learning_rate=1.0)
+  got, _ = tx.update(g, tx.init(g), g, value=3.5)
+  np.testing.assert_allclose(got, [-0.5 - 0.5j, -1 + 0.5j], rtol=1e-6)
+  np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    'name, grad_scale, loss_scale',
+    [pytest.param(name, 1e-20, 1e-30, id=f'{name}-tiny') for name in sorted(CASES)]
+    # (AdaSPS' huge step gap / (c ‖g‖² √gap) ≈ 1e-46 is below float32 range.)
+    + [pytest.param(name, 1e30, 1e28, id=f'{name}-huge') for name in sorted(CASES)
+       if 'adasps' not in name],
+)
+def test_tiny_and_huge_gradients_match_the_reference(name, grad_scale, loss_scale):
+  # ‖g‖² ≈ 1e-40 or 1e60 is out of float32 range; the steps and updates are not.
+  problem = random_problem(8, steps=3, grad_scale=grad_scale, loss_scale=loss_scale)
+  assert_matches_reference(name, problem, rtol=2e-6, update_rtol=2e-5)
+
+
+@pytest.mark.parametrize('scale, value', [(1e-20, 1e-30), (1e30, 1e25)], ids=['tiny', 'huge'])
+def test_exact_polyak_step_for_tiny_and_huge_gradients(scale, value):
+  g = {'a': jnp.array([3.0, 0.0]) * scale, 'b': [jnp.array([[4.0]]) * scale]}
+  want = value / (0.5 * 25 * scale**2)  # 8e8 for tiny, 8e-37 for huge
+  uncapped = optaxplus.scale_by_sps(c=0.5, max_learning_rate=math.inf)
+  updates, state = jax.jit(uncapped.update)(g, uncapped.init(g), value=value)
+  np.testing.assert_allclose(state.step_size, want, rtol=1e-6)
+  np.testing.assert_allclose(updates['a'], [3 * scale * want, 0.0], rtol=1e-6)
+  capped = optaxplus.sps(c=0.5, max_learning_rate=1.0)
+  updates, state = capped.update(g, capped.init(g), value=value)
+  np.testing.assert_allclose(optax.tree_utils.tree_get(state, 'step_size'), min(want, 1.0),
+                             rtol=1e-6)
+  np.testing.assert_allclose(updates['b'][0], [[-4 * scale * min(want, 1.0)]], rtol=1e-6)
+
+
+@pytest.mark.parametrize('name', sorted(CASES))
+def test_state_is_finite_under_debug_infs(name):
+  # AdaSPS' η_{−1} = +∞ is not stored: init and every update compute only finite values.
+  treedef, grads, losses = random_problem(9, steps=3)
+  with jax.debug_infs(True):
+    tx = CASES[name][0]()
+    params = jax.tree.unflatten(treedef, [jnp.zeros_like(g) for g in grads[0]])
+    state = tx.init(params)
+    chex.assert_tree_all_finite(state)
+    for g, loss in zip(grads, losses):
+      _, state = tx.update(jax.tree.unflatten(treedef, g), state, params, value=loss)
+    chex.assert_tree_all_finite(state)
+  assert int(optax.tree_utils.tree_get(state, 'count')) == 3
+
+
+# --- momentum, scaling and injected hyperparameters ---------------------------------------
 
 @pytest.mark.parametrize(
     'with_momentum, without',
@@ -140,7 +253,7 @@ def test_scheduled_c_through_inject_hyperparams():
   treedef, grads, losses = random_problem(seed=3)
   schedule = lambda count: 0.5 + 0.1 * count
   tx = optax.inject_hyperparams(optaxplus.sps)(c=schedule, max_learning_rate=1.0)
-  _, steps, _ = run_optimizer(tx, treedef, grads, losses, jax.jit(tx.update))
+  _, steps, _ = run_optimizer(tx, treedef, grads, losses)
   rule = ref.PolyakRule('max', c=None, max_learning_rate=1.0)
   _, want = ref.heavy_ball_updates(rule, grads, losses, cs=[schedule(t) for t in range(STEPS)])
   np.testing.assert_allclose(steps, want, rtol=2e-6)
@@ -149,21 +262,91 @@ def test_scheduled_c_through_inject_hyperparams():
 def test_injected_momentum_equals_fixed_momentum():
   treedef, grads, losses = random_problem(seed=4)
   tx = optax.inject_hyperparams(optaxplus.momsps)(momentum=0.9)
-  got, _, _ = run_optimizer(tx, treedef, grads, losses, jax.jit(tx.update))
+  got, _, _ = run_optimizer(tx, treedef, grads, losses)
   want, _, _ = run_optimizer(optaxplus.momsps(momentum=0.9), treedef, grads, losses)
-  chex.assert_trees_all_close(got, want, rtol=1e-6, atol=1e-8)
+  # Updates are O(0.1); the momentum sum carries their float32 rounding to small entries.
+  chex.assert_trees_all_close(got, want, rtol=1e-6, atol=1e-7)
+
+
+# Every public factory, with what it needs beyond its defaults.
+FACTORIES = {
+    factory.__name__: (factory, required)
+    for factory, required in [
+        (optaxplus.sps, {}), (optaxplus.momsps, {}),
+        (optaxplus.momsps_smooth, {'batches_per_epoch': 10}),
+        (optaxplus.decsps, {}), (optaxplus.momdecsps, {}),
+        (optaxplus.adasps, {}), (optaxplus.momadasps, {}),
+        (optaxplus.scale_by_sps, {}),
+        (optaxplus.scale_by_sps_smooth, {'batches_per_epoch': 10}),
+        (optaxplus.scale_by_decsps, {}), (optaxplus.scale_by_adasps, {}),
+    ]
+}
+# Values chosen so that every cap binds and every hyperparameter moves the step on the
+# problem of test_injected_hyperparameter_changes_the_update (‖g‖² = 1, loss 1).
+BEFORE = {'c': 1.0, 'max_learning_rate': 0.5, 'momentum': 0.5, 'f_min': 0.0, 'tau': 2.0,
+          'init_step': 0.1, 'batches_per_epoch': 2}
+AFTER = {'c': 4.0, 'max_learning_rate': 0.25, 'momentum': 0.9, 'f_min': 0.9, 'tau': 4.0,
+         'init_step': 0.05, 'batches_per_epoch': 1}
+def hyperparameters(name):
+  return list(inspect.signature(FACTORIES[name][0]).parameters)
+
+
+@pytest.mark.parametrize(
+    'name, hyperparameter',
+    [(name, h) for name in FACTORIES for h in hyperparameters(name)],
+)
+def test_injected_hyperparameter_changes_the_update(name, hyperparameter):
+  factory = FACTORIES[name][0]
+  before = {h: BEFORE[h] for h in hyperparameters(name)}
+  after = {**before, hyperparameter: AFTER[hyperparameter]}
+  injected = optax.inject_hyperparams(factory)(**before)
+  update = jax.jit(injected.update)  # hyperparameters arrive as tracers
+  g = {'a': jnp.array([0.6, 0.0]), 'b': [jnp.array([[0.8]])]}
+  set_after = lambda state: optax.tree_utils.tree_set(
+      state, **{hyperparameter: jnp.asarray(AFTER[hyperparameter],
+                                            state.hyperparams[hyperparameter].dtype)})
+  plain_before, plain_after = factory(**before), factory(**after)
+  # γ_{−1} of the smooth cap and DecSPS' first cap γ_b act only on the first applied update.
+  first_step_only = hyperparameter == 'init_step' or (
+      hyperparameter == 'max_learning_rate' and 'decsps' in name)
+
+  # Changed before the first update, and after one update.
+  for steps_before_change in (0, 1):
+    state = injected.init(g)
+    plain_state = plain_before.init(g)
+    for _ in range(steps_before_change):
+      _, state = update(g, state, g, value=1.0)
+      _, plain_state = plain_before.update(g, plain_state, g, value=1.0)
+    got, _ = update(g, set_after(state), g, value=1.0)
+    want, _ = plain_after.update(g, plain_state, g, value=1.0)
+    unchanged, _ = plain_before.update(g, plain_state, g, value=1.0)
+    chex.assert_trees_all_close(got, want, rtol=1e-6)
+    if steps_before_change == 0 or not first_step_only:
+      with pytest.raises(AssertionError):
+        chex.assert_trees_all_close(got, unchanged, rtol=1e-3)
+
+
+def test_momsps_smooth_injects_batches_per_epoch_without_static_args():
+  tx = optax.inject_hyperparams(optaxplus.momsps_smooth)(batches_per_epoch=10)
+  g = jnp.array([3.0, 4.0])
+  updates, state = jax.jit(tx.update)(g, tx.init(g), g, value=1000.0)
+  # Polyak (1 − 0.9) · 1000 / 25 = 4, capped by 2^{1/10} · 1.
+  np.testing.assert_allclose(updates, -(2 ** 0.1) * g, rtol=1e-6)
+  assert state.hyperparams['batches_per_epoch'] == 10
 
 
 @pytest.mark.parametrize('name', sorted(CASES))
-def test_bfloat16_params_keep_their_dtype_and_norm_in_float32(name):
+@pytest.mark.parametrize('dtype', [jnp.bfloat16, jnp.float16])
+def test_low_precision_params_keep_their_dtype_and_step_in_float32(name, dtype):
   make_tx, make_rule = CASES[name]
-  treedef, grads, losses = random_problem(seed=5, dtype=jnp.bfloat16, steps=6)
+  treedef, grads, losses = random_problem(seed=5, dtype=dtype, steps=6)
   tx = make_tx()
-  updates, steps, state = run_optimizer(tx, treedef, grads, losses, jax.jit(tx.update))
+  updates, steps, state = run_optimizer(tx, treedef, grads, losses)
   for leaves in updates:
-    assert all(u.dtype == jnp.bfloat16 for u in leaves)
+    assert all(u.dtype == dtype for u in leaves)
   chex.assert_tree_all_finite(state)
-  # The steps see the bf16 gradients exactly (norm accumulated in float32).
+  assert state[0].step_size.dtype == jnp.float32
+  # The steps see the low-precision gradients exactly (norm accumulated in float32).
   exact = [[np.asarray(g, np.float64) for g in step] for step in grads]
   _, want_steps = ref.heavy_ball_updates(make_rule(), exact, losses)
   np.testing.assert_allclose(steps, want_steps, rtol=1e-5)
@@ -197,27 +380,43 @@ def test_empty_tree_is_a_no_op():
 
 # --- bad input --------------------------------------------------------------------------
 
-@pytest.mark.parametrize(
-    'make, argument',
-    [
-        (lambda: optaxplus.sps(c=0.0), 'c'),
-        (lambda: optaxplus.sps(c=-1.0), 'c'),
-        (lambda: optaxplus.sps(max_learning_rate=0.0), 'max_learning_rate'),
-        (lambda: optaxplus.momsps(momentum=1.0), 'momentum'),
-        (lambda: optaxplus.momsps(momentum=-0.1), 'momentum'),
-        (lambda: optaxplus.momsps(c=float('nan')), 'c'),
-        (lambda: optaxplus.momsps_smooth(batches_per_epoch=0), 'batches_per_epoch'),
-        (lambda: optaxplus.momsps_smooth(batches_per_epoch=2.5), 'batches_per_epoch'),
-        (lambda: optaxplus.momsps_smooth(batches_per_epoch=10, tau=0.5), 'tau'),
-        (lambda: optaxplus.momsps_smooth(batches_per_epoch=10, init_step=0), 'init_step'),
-        (lambda: optaxplus.momdecsps(max_learning_rate=-2.0), 'max_learning_rate'),
-        (lambda: optaxplus.momadasps(c=0), 'c'),
-        (lambda: optaxplus.adasps(c=-3), 'c'),
-    ],
-)
-def test_invalid_hyperparameters_raise_naming_the_argument(make, argument):
-  with pytest.raises(ValueError, match=rf'^{argument} must be .*in [\[(]'):
-    make()
+NOT_NUMBERS = [True, False, None, '0.9', [0.9], jnp.ones(2)]
+BAD_NUMBERS = [np.float64('nan'), math.inf, jnp.array(-1.0)]
+OUT_OF_RANGE = {'c': [0.0, -1.0], 'max_learning_rate': [0.0, -2.0], 'momentum': [1.0, -0.1],
+                'f_min': [], 'tau': [0.5], 'init_step': [0], 'batches_per_epoch': [0, 2.5]}
+ACCEPTED = {'f_min': -1.0, 'max_learning_rate': math.inf}  # any lower bound; no cap
+
+
+def _bad_cases():
+  for name in FACTORIES:
+    for h in hyperparameters(name):
+      for value in NOT_NUMBERS:
+        yield pytest.param(name, h, value, TypeError, id=f'{name}-{h}-{value!r}')
+      for value in BAD_NUMBERS + OUT_OF_RANGE[h]:
+        if float(value) == ACCEPTED.get(h):
+          continue
+        # A whole number is checked as a type: 2.5, NaN and inf batches are TypeErrors.
+        whole = h != 'batches_per_epoch' or float(value).is_integer()
+        yield pytest.param(name, h, value, ValueError if whole else TypeError,
+                           id=f'{name}-{h}-{value!r}')
+
+
+@pytest.mark.parametrize('name, hyperparameter, value, error', list(_bad_cases()))
+def test_invalid_hyperparameters_raise_naming_the_argument(name, hyperparameter, value, error):
+  factory, required = FACTORIES[name]
+  with pytest.raises(error, match=rf'^{hyperparameter} must be a .*in [\[(]'):
+    factory(**{**required, hyperparameter: value})
+
+
+@pytest.mark.parametrize('name', FACTORIES)
+def test_valid_concrete_arrays_are_accepted(name):
+  factory, required = FACTORIES[name]
+  kwargs = {h: np.float32(BEFORE[h]) if h != 'batches_per_epoch' else jnp.asarray(2)
+            for h in hyperparameters(name)}
+  tx = factory(**{**required, **kwargs, 'c': jnp.asarray(1.0)})
+  p = jnp.ones(3)
+  updates, _ = tx.update(p, tx.init(p), p, value=1.0)
+  chex.assert_tree_all_finite(updates)
 
 
 def test_missing_value_explains_how_to_pass_it():
@@ -282,11 +481,10 @@ def test_uninformative_steps_are_skipped_without_nan(name, grads, value):
   tx = CASES[name][0]()
   first, second, state, new_state = _first_step_then(tx, grads, value)
   # The Polyak step contributes nothing; the heavy ball coasts: u = β u_prev.
-  beta = {'momsps': 0.9, 'momsps_smooth': 0.9, 'momdecsps': 0.9, 'momadasps': 0.8}
-  coast = jax.tree.map(lambda u: beta.get(name, 0.0) * u, first)
+  coast = jax.tree.map(lambda u: MOMENTUM.get(name, 0.0) * u, first)
   chex.assert_tree_all_finite(second)
   chex.assert_trees_all_close(second, coast, rtol=1e-6, atol=0)
-  for field in ('count', 'step_size', 'loss_gap_sum'):
+  for field in optaxplus.PolyakStepState._fields:
     np.testing.assert_array_equal(
         optax.tree_utils.tree_get(new_state, field), optax.tree_utils.tree_get(state, field)
     )

@@ -1,8 +1,12 @@
-"""Float64 NumPy transcription of METHODS.md §1–§2: SPS-type steps and the MomSPS heavy ball.
+"""Float64 NumPy transcription of the SPS-type steps and the MomSPS heavy ball.
 
-Written from the equations, in the iterate form ``x_{t+1} = x_t − γ_t g_t + β (x_t − x_{t−1})``
-(not the library's ``trace`` form) and with the Dec/Ada recursions kept on ``η``, so that it
-shares no shortcut with the library.
+Written from the papers' equations: SPS_max and the smooth cap (Loizou et al., AISTATS 2021,
+arXiv:2002.10542), DecSPS (Orvieto et al., NeurIPS 2022, arXiv:2205.04583), AdaSPS (Jiang &
+Stich, NeurIPS 2023, arXiv:2308.06058) and their momentum versions (Oikonomou & Loizou,
+ICLR 2025, arXiv:2406.04142). It runs the iterate form
+``x_{t+1} = x_t − γ_t g_t + β (x_t − x_{t−1})`` (not the library's ``trace`` form) and keeps
+the Dec/Ada recursions on ``η``, so that it shares no shortcut with the library. Complex
+leaves count ``‖g‖² = Σ|g|²`` and move by ``−γ_t g_t`` (complex128 throughout).
 """
 
 import math
@@ -10,8 +14,14 @@ import math
 import numpy as np
 
 
+def _wide(leaf):
+  """``leaf`` as float64, or complex128 for a complex leaf."""
+  leaf = np.asarray(leaf)
+  return leaf.astype(np.complex128 if np.iscomplexobj(leaf) else np.float64)
+
+
 def global_sq_norm(leaves):
-  return float(sum(np.sum(np.asarray(leaf, np.float64) ** 2) for leaf in leaves))
+  return float(sum(np.sum(np.abs(_wide(leaf)) ** 2) for leaf in leaves))
 
 
 class PolyakRule:
@@ -56,7 +66,7 @@ def heavy_ball_updates(rule, grads_per_step, losses, *, f_min=0.0, cs=None):
 
   Args:
     rule: a fresh :class:`PolyakRule`.
-    grads_per_step: a list (steps) of lists (leaves) of arrays.
+    grads_per_step: a list (steps) of lists (leaves) of real or complex arrays.
     losses: the mini-batch loss of each step.
     f_min: ``f*``.
     cs: optional per-step ``c`` (a scheduled constant).
@@ -64,11 +74,11 @@ def heavy_ball_updates(rule, grads_per_step, losses, *, f_min=0.0, cs=None):
   Returns:
     ``(updates, gammas)``: ``updates[t]`` is the list of ``x_{t+1} − x_t`` per leaf.
   """
-  x = [np.zeros(np.shape(g), np.float64) for g in grads_per_step[0]]
+  x = [np.zeros_like(_wide(g)) for g in grads_per_step[0]]
   x_prev = [leaf.copy() for leaf in x]
   updates, gammas = [], []
   for t, (grads, loss) in enumerate(zip(grads_per_step, losses)):
-    grads = [np.asarray(g, np.float64) for g in grads]
+    grads = [_wide(g) for g in grads]
     gamma = rule(float(loss) - f_min, global_sq_norm(grads), None if cs is None else cs[t])
     x_next = [xi - gamma * gi + rule.beta * (xi - xp) for xi, gi, xp in zip(x, grads, x_prev)]
     updates.append([xn - xi for xn, xi in zip(x_next, x)])
