@@ -437,7 +437,10 @@ def test_mask_bool_selects_every_tensor_or_none():
 BF16_MAX = float(jnp.finfo(jnp.bfloat16).max)  # 3.39e38
 
 
-@pytest.mark.parametrize("dtype,big", [(jnp.float32, 3e38), (jnp.bfloat16, BF16_MAX)])
+@pytest.mark.parametrize("dtype,big,traced", [
+    (jnp.float32, 3e38, False), (jnp.bfloat16, BF16_MAX, False),
+    (jnp.float32, 3e38, True),  # alpha, b1 traced, as under optax.inject_hyperparams
+])
 @pytest.mark.parametrize("alpha,b1,m,g", [
     (-5.0, 0.99, 1.0, -1.0),  # g - m overflows (the large-batch form reads the new m)
     (-5.0, 0.99, 1.0, 1.0),
@@ -445,7 +448,8 @@ BF16_MAX = float(jnp.finfo(jnp.bfloat16).max)  # 3.39e38
     (0.5, 0.01, 1.0, -0.33),  # g - m overflows
     (1.5, 0.5, 1.0, 0.66),  # the new-average form, whose coefficient is 1.5
 ])
-def test_explore_keeps_finite_gradients_finite_near_the_float_max(dtype, big, alpha, b1, m, g):
+def test_explore_keeps_finite_gradients_finite_near_the_float_max(dtype, big, traced, alpha, b1,
+                                                                  m, g):
   """ĝ = (1 + c) g - c m and m' = b1 m + (1 - b1) g, exact values representable."""
   m = jnp.full((3,), m * big, dtype)  # a previous average near the largest float
   g = {"w": jnp.full((3,), g * big, dtype), "b": jnp.full((2,), -g * big, dtype)}
@@ -454,7 +458,11 @@ def test_explore_keeps_finite_gradients_finite_near_the_float_max(dtype, big, al
   want_g = jax.tree.map(lambda g, m: (1 + c) * np.float64(g) - c * np.float64(m), g, mu)
   want_m = jax.tree.map(lambda g, m: b1 * np.float64(m) + (1 - b1) * np.float64(g), g, mu)
   assert max(np.max(np.abs(v)) for v in jax.tree.leaves(want_g)) <= float(jnp.finfo(dtype).max)
-  got_g, state = jax.jit(explore(alpha, b1).update)(g, ExploreState(mu=mu))
+  if traced:
+    update = jax.jit(lambda g, s, a, b: explore(a, b).update(g, s))
+    got_g, state = update(g, ExploreState(mu=mu), alpha, b1)
+  else:
+    got_g, state = jax.jit(explore(alpha, b1).update)(g, ExploreState(mu=mu))
   chex.assert_tree_all_finite((got_g, state))
   rtol = 1e-6 if dtype == jnp.float32 else 1e-2
   chex.assert_trees_all_close(jax.tree.map(np.float64, got_g), want_g, rtol=rtol)
