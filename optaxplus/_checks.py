@@ -74,7 +74,7 @@ def check_range(
 
   Raises:
     TypeError: ``value`` is not a real scalar (bools, None, strings, sequences, complex
-      or non-scalar arrays), or not whole where ``integer`` is set.
+      or non-scalar arrays), or a finite number that is not whole where ``integer`` is set.
     ValueError: ``value`` is NaN, infinite where a finite value is needed, or out of range.
 
   Examples:
@@ -95,13 +95,13 @@ def check_range(
   if allow_schedule:
     expected += ' or a schedule (a callable of the step)'
   number = _as_real(name, value, expected)
-  if integer and not (np.isfinite(number) and number == int(number)):
-    raise TypeError(f'{name} must be {expected}, got {value!r}.')
   too_low = low is not None and (number <= low if low_open else number < low)
   too_high = high is not None and (number >= high if high_open else number > high)
-  not_finite = np.isnan(number) or (np.isinf(number) and not allow_inf)
+  not_finite = np.isnan(number) or (np.isinf(number) and not (allow_inf and not integer))
   if too_low or too_high or not_finite:
     raise ValueError(f'{name} must be {expected}, got {value!r}.')
+  if integer and number != int(number):
+    raise TypeError(f'{name} must be {expected}, got {value!r}.')
 
 
 def check_bool(name: str, value: Any) -> None:

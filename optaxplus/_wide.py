@@ -19,7 +19,7 @@ def wide_dtype(*arrays) -> jnp.dtype:
     >>> wide_dtype(jnp.ones(2, jnp.bfloat16))
     dtype('float32')
   """
-  dtypes = [jnp.asarray(a).dtype for a in arrays]
+  dtypes = [a.dtype if hasattr(a, 'dtype') else jnp.asarray(a).dtype for a in arrays]
   return jnp.finfo(jnp.result_type(jnp.float32, *dtypes)).dtype
 
 
@@ -34,33 +34,40 @@ def wide(x: jax.Array) -> jax.Array:
   return x.astype(jnp.result_type(jnp.float32, x.dtype))
 
 
-def _squares(x: jax.Array, dtype, scale: float) -> jax.Array:
-  """``|x·scale|²`` elementwise in ``dtype`` (re² + im² for complex ``x``)."""
+def _squares(x: jax.Array, dtype, scale: jax.Array, clip: bool = False) -> jax.Array:
+  """``|x·scale|²`` elementwise in ``dtype`` (re² + im² for complex ``x``).
+
+  With ``clip``, parts are first clipped to [−1, 1]: the sum is then only used when every
+  part is below 1 anyway, and no intermediate becomes inf (``jax_debug_infs`` stays quiet).
+  """
   x = wide(x)
-  if jnp.iscomplexobj(x):
-    return jnp.square(x.real.astype(dtype) * scale) + jnp.square(x.imag.astype(dtype) * scale)
-  return jnp.square(x.astype(dtype) * scale)
+  parts = (x.real, x.imag) if jnp.iscomplexobj(x) else (x,)
+  parts = [part.astype(dtype) for part in parts]
+  if clip:
+    parts = [jnp.clip(part, -1, 1) for part in parts]
+  return sum(jnp.square(part * scale) for part in parts)
 
 
-def _sums_of_squares(leaves, dtype, scales) -> tuple[jax.Array, ...]:
-  """``Σ|x·s|²`` for each ``s`` in ``scales``, in ONE read of the leaves (a variadic reduce)."""
-  zeros = tuple(jnp.zeros((), dtype) for _ in scales)
+def _sums_of_squares(leaves, dtype, up, down) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """``Σ|x|²``, ``Σ|clip(x)·up|²``, ``Σ|x·down|²`` in ONE read of the leaves (variadic reduce)."""
+  zeros = (jnp.zeros((), dtype),) * 3
   add = lambda a, b: tuple(ai + bi for ai, bi in zip(a, b))
   totals = zeros
   for x in leaves:
-    flat = jnp.ravel(x)
-    sums = jax.lax.reduce(tuple(_squares(flat, dtype, s) for s in scales), zeros, add, (0,))
-    totals = add(totals, sums)
+    squares = (_squares(x, dtype, 1), _squares(x, dtype, up, clip=True),
+               _squares(x, dtype, down))
+    totals = add(totals, jax.lax.reduce(squares, zeros, add, tuple(range(jnp.ndim(x)))))
   return totals
 
 
 def global_norm(tree, *, squared: bool = False) -> jax.Array:
   """One L2 norm ``sqrt(Σ|x|²)`` over every leaf, in float32 or wider, without under/overflow.
 
-  Three sums of squares are taken in one pass over ``tree``: of ``x``, of ``x·2^k`` and of
-  ``x·2^−k`` (``k`` = 63 for float32, 511 for float64; powers of two scale exactly). The scaled-up sum is used below 1, the scaled-down one when the plain sum
-  overflows (‖x‖ above ~1e19 in float32), the plain one otherwise, so tiny and huge trees
-  get their exact norm at the cost of one read. Complex leaves count
+  Three sums of squares are taken in one pass over ``tree``: of ``x``, of ``x·2^47`` and of
+  ``x·2^−80`` (float32; 2^495 and 2^−528 for float64; powers of two scale exactly). The
+  scaled-up sum is used when the plain one is below 1, the scaled-down one when the plain
+  one overflows (‖x‖ above ~1e19 in float32), the plain one otherwise, so trees from ~1e-33
+  to the float maximum get their exact norm at the cost of one read. Complex leaves count
   ``|x|² = re² + im²``. A non-finite entry gives a non-finite norm.
 
   Args:
@@ -86,18 +93,18 @@ def global_norm(tree, *, squared: bool = False) -> jax.Array:
 @jax.custom_jvp
 def _norm_and_sum_of_squares(leaves) -> tuple[jax.Array, jax.Array]:
   dtype = wide_dtype(*leaves)
-  # 2^k with k just under half the largest exponent, so that XLA's algebraic simplifier,
-  # which may rewrite (x·s)² as x²·s², still sees a finite s²; the barrier (on a scalar,
-  # free) keeps it from folding s² into a constant.
-  exponent = jnp.finfo(dtype).maxexp // 2 - 1
+  # Scaled squares stay below 2^(maxexp − 32): a sum over up to 2^32 entries cannot
+  # overflow. The barrier (on two scalars, free) keeps XLA from folding the scales into
+  # constants and reassociating (x·s)² into x²·s², which would under/overflow.
+  half = jnp.finfo(dtype).maxexp // 2
   up, down = jax.lax.optimization_barrier(
-      (jnp.asarray(2.0 ** exponent, dtype), jnp.asarray(2.0 ** -exponent, dtype)))
-  plain, tiny, huge = _sums_of_squares(leaves, dtype, (1.0, up, down))
+      (jnp.asarray(2.0 ** (half - 17), dtype), jnp.asarray(2.0 ** -(half + 16), dtype)))
+  plain, tiny, huge = _sums_of_squares(leaves, dtype, up, down)
   # Below 1 the scaled-up sum cannot overflow and keeps terms that are subnormal in `plain`.
   small = plain < 1
-  norm = jnp.where(small, jnp.sqrt(tiny) * down,
-                   jnp.where(plain == jnp.inf, jnp.sqrt(huge) * up, jnp.sqrt(plain)))
-  return norm, jnp.where(small, tiny * down * down, plain)
+  norm = jnp.where(small, jnp.sqrt(tiny) / up,
+                   jnp.where(plain == jnp.inf, jnp.sqrt(huge) / down, jnp.sqrt(plain)))
+  return norm, jnp.where(small, tiny / up / up, plain)
 
 
 @_norm_and_sum_of_squares.defjvp

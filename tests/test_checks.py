@@ -68,3 +68,9 @@ def test_check_bool_rejects_non_bools(value):
 def test_check_bool_accepts_bools():
   check_bool('adaptive', True)
   check_bool('adaptive', np.bool_(False))
+
+
+@pytest.mark.parametrize('value', [float('nan'), float('inf'), np.float32('nan')])
+def test_non_finite_whole_numbers_are_value_errors(value):
+  with pytest.raises(ValueError, match='every_k must be a whole number'):
+    check_range('every_k', value, 1, integer=True)

@@ -82,3 +82,21 @@ def test_one_read_of_the_tree():
   cost = jax.jit(global_norm).lower(tree).compile().cost_analysis()
   cost = cost[0] if isinstance(cost, list) else cost
   assert cost['bytes accessed'] / tree_bytes < 1.01
+
+
+def test_near_the_float32_maximum():
+  tree = {'a': jnp.array([3e38, 1e38])}
+  np.testing.assert_allclose(float(global_norm(tree)), numpy_norm(tree), rtol=1e-6)
+
+
+def test_no_intermediate_infinity_for_ordinary_trees():
+  """``jax_debug_infs`` raises on any inf, also in the unused scaled sums."""
+  with jax.debug_infs(True):
+    for tree in (tree_at(1.0), tree_at(1e3), {'a': jnp.full((100, 100), 10.0)}):
+      np.testing.assert_allclose(float(jax.jit(global_norm)(tree)), numpy_norm(tree), rtol=1e-6)
+
+
+def test_abstract_leaves_give_the_dtype():
+  from optaxplus._wide import tree_wide_dtype
+  assert tree_wide_dtype({'a': jax.ShapeDtypeStruct((2,), jnp.bfloat16)}) == jnp.float32
+  assert jax.eval_shape(global_norm, tree_at(1.0)).dtype == jnp.float32
