@@ -1,17 +1,21 @@
 """optaxplus: optimizer building blocks from recent optimization research, as optax transforms.
 
 Modules: ``polyak`` (SPS and MomSPS step sizes), ``sharpness`` (Unified SAM), ``exploration``
-(the adaptor E and ALTO), ``training`` / ``parallel`` / ``checkpoint`` (Flax train steps,
-data parallel, orbax checkpoints). Everything public is re-exported here.
+(the adaptor E and ALTO), ``accumulation`` (``multi_steps``), ``training`` / ``parallel`` /
+``checkpoint`` (Flax train steps, data parallel, orbax checkpoints). Everything public is
+re-exported here.
 
 The optimizers need only JAX, optax, chex and NumPy. The training layer is imported on
-first use: ``TrainState``, ``nnx_grad_fn`` and the checkpoints need the ``flax`` extra
-(``pip install 'optaxplus[flax]'``) and say so when it is missing.
+first use: ``TrainState``, ``make_train_step``, ``nnx_grad_fn`` and the checkpoints need the
+``flax`` extra (``pip install 'optaxplus[flax]'``) and say so when it is missing;
+``data_parallel`` and ``shard_batch`` need only JAX.
 """
 
 import importlib
 from typing import Any
 
+from optaxplus.accumulation import MultiStepsValueState
+from optaxplus.accumulation import multi_steps
 from optaxplus.exploration import ExploreState
 from optaxplus.exploration import alto
 from optaxplus.exploration import eadam
@@ -49,10 +53,8 @@ _LAZY = {
     'save_checkpoint': 'optaxplus.checkpoint',
     'data_parallel': 'optaxplus.parallel',
     'shard_batch': 'optaxplus.parallel',
-    'MultiStepsValueState': 'optaxplus.training',
     'TrainState': 'optaxplus.training',
     'make_train_step': 'optaxplus.training',
-    'multi_steps': 'optaxplus.training',
     'nnx_grad_fn': 'optaxplus.training',
 }
 
@@ -66,8 +68,10 @@ __all__ = [
     'unified_sam', 'usam',
     # exploration
     'ExploreState', 'alto', 'eadam', 'eadamw', 'esgd', 'explore',
+    # accumulation
+    'MultiStepsValueState', 'multi_steps',
     # training, parallel, checkpoint (lazy)
-    'MultiStepsValueState', 'TrainState', 'make_train_step', 'multi_steps', 'nnx_grad_fn',
+    'TrainState', 'make_train_step', 'nnx_grad_fn',
     'data_parallel', 'shard_batch', 'restore_checkpoint', 'save_checkpoint',
 ]
 

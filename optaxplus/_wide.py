@@ -8,7 +8,6 @@ params throws away the precision the user asked for.
 
 import jax
 import jax.numpy as jnp
-import optax
 
 
 def wide_dtype(*arrays) -> jnp.dtype:
@@ -51,13 +50,17 @@ def _squares(x: jax.Array, dtype, scale: jax.Array, clip: bool = False) -> jax.A
 def _sums_of_squares(leaves, dtype, up, down) -> tuple[jax.Array, jax.Array, jax.Array]:
   """``Σ|x|²``, ``Σ|clip(x)·up|²``, ``Σ|x·down|²`` in ONE read of the leaves (variadic reduce)."""
   zeros = (jnp.zeros((), dtype),) * 3
-  add = lambda a, b: tuple(ai + bi for ai, bi in zip(a, b))
   totals = zeros
   for x in leaves:
     squares = (_squares(x, dtype, 1), _squares(x, dtype, up, clip=True),
                _squares(x, dtype, down))
-    totals = add(totals, jax.lax.reduce(squares, zeros, add, tuple(range(jnp.ndim(x)))))
+    totals = _add(totals, jax.lax.reduce(squares, zeros, _add, tuple(range(jnp.ndim(x)))))
   return totals
+
+
+def _add(a: tuple, b: tuple) -> tuple:
+  """Elementwise sum of two tuples; one module-level function, so eager reduces hit the cache."""
+  return tuple(ai + bi for ai, bi in zip(a, b))
 
 
 def global_norm(tree, *, squared: bool = False) -> jax.Array:

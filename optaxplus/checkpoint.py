@@ -28,12 +28,12 @@ from jax.experimental import multihost_utils
 
 from optaxplus._checks import check_bool
 from optaxplus._checks import check_range
-from optaxplus.training import _missing_extra
 
 try:
   import orbax.checkpoint as ocp
 except ImportError as error:
-  raise _missing_extra('optaxplus.checkpoint', 'orbax-checkpoint', error) from error
+  raise ImportError("optaxplus.checkpoint needs orbax-checkpoint, which optaxplus's 'flax' "
+                    f"extra installs: pip install 'optaxplus[flax]' ({error})") from error
 
 __all__ = ['save_checkpoint', 'restore_checkpoint']
 

@@ -7,19 +7,17 @@ parallelism must average the loss and the gradient before the optimizer sees the
 This module supplies a :class:`TrainState` that forwards both, a train-step builder
 :func:`make_train_step` (one device, ``shard_map``/``pmap`` with an ``axis_name``,
 in-step gradient accumulation) and :func:`nnx_grad_fn`, the ``grad_fn`` for
-``flax.nnx`` models. :func:`multi_steps` is ``optax.MultiSteps`` with the mean loss
-passed on and non-finite micro-batches skipped.
+``flax.nnx`` models.
 
-Only :class:`TrainState` and :func:`nnx_grad_fn` need Flax (the ``flax`` extra,
-``pip install 'optaxplus[flax]'``); :func:`make_train_step` and :func:`multi_steps` need
-only JAX and optax.
+This module needs Flax (the ``flax`` extra, ``pip install 'optaxplus[flax]'``); importing
+it without Flax raises an ``ImportError`` that says so.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -28,99 +26,81 @@ import optax
 from optaxplus._checks import check_bool
 from optaxplus._checks import check_range
 from optaxplus._wide import global_norm
-from optaxplus._wide import tree_wide_dtype
 from optaxplus._wide import wide_dtype
 
-try:  # The flax extra: TrainState is defined only with it (see __getattr__ below).
+try:
   from flax.training import train_state
 except ImportError as error:
-  train_state = None
-  _FLAX_IMPORT_ERROR = error
+  raise ImportError("optaxplus.training needs Flax, which optaxplus's 'flax' extra "
+                    f"installs: pip install 'optaxplus[flax]' ({error})") from error
 
-__all__ = ['MultiStepsValueState', 'TrainState', 'make_train_step', 'multi_steps',
-           'nnx_grad_fn']
-
-
-def _missing_extra(what: str, package: str, error: ImportError) -> ImportError:
-  """The error for ``what`` used without ``package``, which the ``flax`` extra installs."""
-  return ImportError(f"{what} needs {package}, which optaxplus's 'flax' extra installs: "
-                     f"pip install 'optaxplus[flax]' ({error})")
+__all__ = ['TrainState', 'make_train_step', 'nnx_grad_fn']
 
 
-def __getattr__(name: str) -> Any:
-  """``TrainState`` without Flax: an ``ImportError`` naming the extra (PEP 562)."""
-  if name == 'TrainState' and train_state is None:
-    raise _missing_extra('optaxplus.TrainState', 'Flax', _FLAX_IMPORT_ERROR) from (
-        _FLAX_IMPORT_ERROR)
-  raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+class TrainState(train_state.TrainState):
+  """A Linen ``TrainState`` whose ``apply_gradients`` forwards extra args to ``tx``.
 
+  Drop-in for ``flax.training.train_state.TrainState``. ``create`` wraps ``tx`` with
+  ``optax.with_extra_args_support`` so any optax transform accepts ``value=`` and
+  ``grad_fn=``; ``model_state`` carries the mutable variable collections of the model
+  (e.g. ``{'batch_stats': ...}``), ``None`` when it has none.
 
-if train_state is not None:
+  Examples:
+    >>> import jax, jax.numpy as jnp, optax
+    >>> params = {'w': jnp.ones(3)}
+    >>> state = TrainState.create(apply_fn=None, params=params,
+    ...                           tx=optax.polyak_sgd(max_learning_rate=1.0))
+    >>> loss_fn = lambda p: jnp.sum(p['w'] ** 2)
+    >>> loss, grads = jax.value_and_grad(loss_fn)(state.params)
+    >>> state = state.apply_gradients(grads=grads, value=loss)
+    >>> state.params['w']
+    Array([0.5, 0.5, 0.5], dtype=float32)
+  """
 
-  class TrainState(train_state.TrainState):
-    """A Linen ``TrainState`` whose ``apply_gradients`` forwards extra args to ``tx``.
+  model_state: Any = None
 
-    Drop-in for ``flax.training.train_state.TrainState``. ``create`` wraps ``tx`` with
-    ``optax.with_extra_args_support`` so any optax transform accepts ``value=`` and
-    ``grad_fn=``; ``model_state`` carries the mutable variable collections of the model
-    (e.g. ``{'batch_stats': ...}``), ``None`` when it has none.
+  @classmethod
+  def create(cls, *, apply_fn, params, tx, **kwargs):
+    """Creates a state with ``step=0`` and ``opt_state = tx.init(params)``.
 
-    Examples:
-      >>> import jax, jax.numpy as jnp, optax
-      >>> params = {'w': jnp.ones(3)}
-      >>> state = TrainState.create(apply_fn=None, params=params,
-      ...                           tx=optax.polyak_sgd(max_learning_rate=1.0))
-      >>> loss_fn = lambda p: jnp.sum(p['w'] ** 2)
-      >>> loss, grads = jax.value_and_grad(loss_fn)(state.params)
-      >>> state = state.apply_gradients(grads=grads, value=loss)
-      >>> state.params['w']
-      Array([0.5, 0.5, 0.5], dtype=float32)
+    Args:
+      apply_fn: usually ``model.apply``; stored, not traced.
+      params: the parameters ``tx`` updates.
+      tx: any optax ``GradientTransformation``; wrapped to accept extra args.
+      **kwargs: other fields, e.g. ``model_state={'batch_stats': ...}``.
+
+    Returns:
+      A new ``TrainState``.
     """
+    return super().create(apply_fn=apply_fn, params=params,
+                          tx=optax.with_extra_args_support(tx), **kwargs)
 
-    model_state: Any = None
+  def apply_gradients(self, *, grads, **kwargs):
+    """Applies ``tx`` to ``grads``, forwarding extra args such as ``value`` and ``grad_fn``.
 
-    @classmethod
-    def create(cls, *, apply_fn, params, tx, **kwargs):
-      """Creates a state with ``step=0`` and ``opt_state = tx.init(params)``.
+    Args:
+      grads: gradients with the structure of ``params``.
+      **kwargs: names of fields of this state are ``replace``-d (as in Flax, e.g.
+        ``model_state=``); every other keyword goes to ``tx.update``.
 
-      Args:
-        apply_fn: usually ``model.apply``; stored, not traced.
-        params: the parameters ``tx`` updates.
-        tx: any optax ``GradientTransformation``; wrapped to accept extra args.
-        **kwargs: other fields, e.g. ``model_state={'batch_stats': ...}``.
-
-      Returns:
-        A new ``TrainState``.
-      """
-      return super().create(apply_fn=apply_fn, params=params,
-                            tx=optax.with_extra_args_support(tx), **kwargs)
-
-    def apply_gradients(self, *, grads, **kwargs):
-      """Applies ``tx`` to ``grads``, forwarding extra args such as ``value`` and ``grad_fn``.
-
-      Args:
-        grads: gradients with the structure of ``params``.
-        **kwargs: names of fields of this state are ``replace``-d (as in Flax, e.g.
-          ``model_state=``); every other keyword goes to ``tx.update``.
-
-      Returns:
-        The state with ``step`` incremented and ``params``, ``opt_state`` updated.
-      """
-      fields = {field.name for field in dataclasses.fields(self)}
-      replaced = {k: v for k, v in kwargs.items() if k in fields}
-      extra_args = {k: v for k, v in kwargs.items() if k not in fields}
-      # As in Flax: fp8 scales under OVERWRITE_WITH_GRADIENT are replaced, not optimized.
-      overwrite = isinstance(grads, Mapping) and train_state.OVERWRITE_WITH_GRADIENT in grads
-      opt_grads, opt_params = ((grads['params'], self.params['params']) if overwrite
-                               else (grads, self.params))
-      updates, opt_state = self.tx.update(opt_grads, self.opt_state, opt_params,
-                                          **extra_args)
-      params = optax.apply_updates(opt_params, updates)
-      if overwrite:
-        params = {'params': params, train_state.OVERWRITE_WITH_GRADIENT:
-                  grads[train_state.OVERWRITE_WITH_GRADIENT]}
-      return self.replace(step=self.step + 1, params=params, opt_state=opt_state,
-                          **replaced)
+    Returns:
+      The state with ``step`` incremented and ``params``, ``opt_state`` updated.
+    """
+    fields = {field.name for field in dataclasses.fields(self)}
+    replaced = {k: v for k, v in kwargs.items() if k in fields}
+    extra_args = {k: v for k, v in kwargs.items() if k not in fields}
+    # As in Flax: fp8 scales under OVERWRITE_WITH_GRADIENT are replaced, not optimized.
+    overwrite = isinstance(grads, Mapping) and train_state.OVERWRITE_WITH_GRADIENT in grads
+    opt_grads, opt_params = ((grads['params'], self.params['params']) if overwrite
+                             else (grads, self.params))
+    updates, opt_state = self.tx.update(opt_grads, self.opt_state, opt_params,
+                                        **extra_args)
+    params = optax.apply_updates(opt_params, updates)
+    if overwrite:
+      params = {'params': params, train_state.OVERWRITE_WITH_GRADIENT:
+                grads[train_state.OVERWRITE_WITH_GRADIENT]}
+    return self.replace(step=self.step + 1, params=params, opt_state=opt_state,
+                        **replaced)
 
 
 def _step_size(opt_state):
@@ -387,112 +367,6 @@ def make_train_step(loss_fn: Callable[..., Any], *, has_aux: bool = False,
   return train_step
 
 
-class MultiStepsValueState(NamedTuple):
-  """State of :func:`multi_steps`: ``optax.MultiSteps``'s, the mean loss and the skip count."""
-
-  multi_steps: optax.MultiStepsState
-  value_mean: jax.Array  # shape=(), float32 or float64 params' dtype; this cycle's mean loss.
-  num_skipped: jax.Array  # shape=(), dtype=int32; non-finite micro-batches skipped so far.
-
-
-def _all_finite(tree: Any) -> jax.Array:
-  """Whether every entry of every leaf is finite (``True`` for an empty tree)."""
-  return jnp.all(jnp.array([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
-
-
-def multi_steps(optimizer: optax.GradientTransformation, every_k_schedule: Any, *,
-                should_skip_update_fn: Any = None) -> optax.GradientTransformationExtraArgs:
-  """``optax.MultiSteps`` that passes on the MEAN ``value`` and skips non-finite micro-batches.
-
-  ``optax.MultiSteps`` averages the gradients of ``k`` calls but passes the optimizer only
-  the last call's ``value``, so a Polyak step divides one micro-batch's loss by the norm
-  of the averaged gradient. This wrapper keeps the running mean of ``value`` (same
-  weights as the gradient mean) and passes that instead; on the ``k``-th call it is the
-  mean loss of the micro-batches the gradient averages:
-  ``g = (1/k) Σ_i g_i``, ``value = (1/k) Σ_i f_i``.
-
-  A micro-batch whose gradient or ``value`` is not finite (NaN or ±inf) is skipped: the
-  call returns zero updates, leaves the accumulated gradient, the mean loss and the inner
-  optimizer state as they were, does not count towards ``k``, and adds one to
-  ``num_skipped`` in the state. (``optax.MultiSteps`` alone resets its accumulator with
-  ``(1 − emit)·acc``, and ``0·NaN = NaN``: one NaN micro-batch would freeze training.)
-
-  Accumulating inside one step with ``make_train_step(..., accumulation_steps=k)`` does
-  the same without this state; prefer it for SAM, since ``MultiSteps`` runs the inner
-  update (and so ``grad_fn``) on every micro-step and SAM would perturb with a partial
-  gradient on the last micro-batch only.
-
-  Args:
-    optimizer: the optimizer to apply every ``k`` calls.
-    every_k_schedule: ``k``, a whole number ``>= 1``, or a schedule of the number of
-      optimizer steps returning it.
-    should_skip_update_fn: as in ``optax.MultiSteps``, a further test of which calls to
-      skip (not counted in ``num_skipped``).
-
-  Returns:
-    An ``optax.GradientTransformationExtraArgs`` with state :class:`MultiStepsValueState`.
-
-  Raises:
-    TypeError, ValueError: ``every_k_schedule`` is not a whole number ``>= 1`` or a
-      callable.
-
-  Examples:
-    >>> import jax, jax.numpy as jnp, optax
-    >>> from optaxplus.polyak import sps
-    >>> tx = multi_steps(sps(c=1.0, max_learning_rate=10.0), every_k_schedule=2)
-    >>> params = {'w': jnp.zeros(2)}
-    >>> state = tx.init(params)
-    >>> loss = lambda p, y: jnp.mean((p['w'] - y) ** 2)
-    >>> for y in (jnp.ones(2), jnp.full(2, jnp.nan), 3 * jnp.ones(2)):  # NaN: skipped
-    ...   value, grads = jax.value_and_grad(loss)(params, y)
-    ...   updates, state = tx.update(grads, state, params, value=value)
-    ...   params = optax.apply_updates(params, updates)
-    >>> print(params['w'].round(4))  # SPS step 5 / ‖(-2, -2)‖² = 0.625; optax.MultiSteps: 9 / 8
-    [1.25 1.25]
-    >>> int(state.num_skipped), int(state.multi_steps.gradient_step)
-    (1, 1)
-  """
-  check_range('every_k_schedule', every_k_schedule, 1, integer=True, allow_schedule=True)
-  if not callable(every_k_schedule):
-    every_k_schedule = int(every_k_schedule)
-  inner = optax.MultiSteps(optax.with_extra_args_support(optimizer), every_k_schedule,
-                           should_skip_update_fn=should_skip_update_fn)
-
-  def init_fn(params):
-    return MultiStepsValueState(multi_steps=inner.init(params),
-                                value_mean=jnp.zeros((), tree_wide_dtype(params)),
-                                num_skipped=jnp.zeros((), jnp.int32))
-
-  def update_fn(updates, state, params=None, **extra_args):
-    before = state.multi_steps
-    finite = _all_finite(updates)
-    if 'value' in extra_args:
-      value = jnp.asarray(extra_args['value'], state.value_mean.dtype)
-      finite &= _all_finite(value)
-    # The inner update runs on zeros in place of a non-finite micro-batch, so that no NaN
-    # reaches its state; its results are then discarded.
-    updates = jax.tree.map(lambda g: jnp.where(finite, g, jnp.zeros_like(g)), updates)
-    value_mean = state.value_mean
-    if 'value' in extra_args:
-      value = jnp.where(finite, value, value_mean)
-      value_mean = value_mean + (value - value_mean) / (before.mini_step + 1)
-      extra_args['value'] = value_mean
-    new_updates, after = inner.update(updates, before, params, **extra_args)
-    emitted = after.gradient_step != before.gradient_step
-    skipped = (after.mini_step == before.mini_step) & ~emitted  # by should_skip_update_fn
-    value_mean = jnp.where(emitted, 0.0, jnp.where(skipped, state.value_mean, value_mean))
-    keep_if_not_finite = lambda new, old: jnp.where(finite, new, old)
-    return (
-        jax.tree.map(lambda u: jnp.where(finite, u, jnp.zeros_like(u)), new_updates),
-        MultiStepsValueState(
-            multi_steps=jax.tree.map(keep_if_not_finite, after, before),
-            value_mean=keep_if_not_finite(value_mean, state.value_mean).astype(
-                state.value_mean.dtype),
-            num_skipped=state.num_skipped + (~finite).astype(jnp.int32)))
-
-  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
-
-
 def nnx_grad_fn(loss_fn: Callable[..., Any], model: Any, *args, wrt: Any = None,
                 has_aux: bool = False):
   """The SAM ``grad_fn`` for an NNX model: gradient at given params, model untouched.
@@ -535,10 +409,7 @@ def nnx_grad_fn(loss_fn: Callable[..., Any], model: Any, *args, wrt: Any = None,
     })
   """
   check_bool('has_aux', has_aux)
-  try:
-    from flax import nnx  # pylint: disable=import-outside-toplevel
-  except ImportError as error:
-    raise _missing_extra('optaxplus.nnx_grad_fn', 'Flax', error) from error
+  from flax import nnx  # pylint: disable=import-outside-toplevel  (imported on use: slow)
   graphdef, _, rest = nnx.split(model, nnx.Param if wrt is None else wrt, ...)
 
   def pure_loss(params):

@@ -86,7 +86,6 @@ for tx in (optaxplus.momsps(), optaxplus.multi_steps(optaxplus.sps(), every_k_sc
   loss, grads = jax.value_and_grad(lambda p: jnp.sum(p['w'] ** 2))(params)
   updates, _ = tx.update(grads, tx.init(params), params, value=loss)
   assert float(optax.tree.norm(updates)) > 0
-optaxplus.make_train_step(lambda p, b: jnp.sum(p['w']))
 assert callable(optaxplus.data_parallel) and 'TrainState' in dir(optaxplus)
 
 def expect_extra_error(fn):
@@ -98,6 +97,7 @@ def expect_extra_error(fn):
     raise AssertionError(f'{fn} did not raise')
 
 expect_extra_error(lambda: optaxplus.TrainState)
+expect_extra_error(lambda: optaxplus.make_train_step)
 expect_extra_error(lambda: optaxplus.save_checkpoint)
 expect_extra_error(lambda: optaxplus.restore_checkpoint)
 expect_extra_error(lambda: optaxplus.nnx_grad_fn(lambda m: 0.0, None))
@@ -120,12 +120,12 @@ def test_optimizers_work_without_flax_and_its_pieces_name_the_extra():
 
 
 def test_lazy_names_are_listed_and_resolve_to_their_definitions():
-  from optaxplus import checkpoint, parallel, training
+  from optaxplus import accumulation, checkpoint, parallel, training
   assert set(optaxplus.__all__) <= set(dir(optaxplus))
   for name in optaxplus.__all__:
     assert getattr(optaxplus, name) is not None, name
   assert optaxplus.TrainState is training.TrainState
-  assert optaxplus.multi_steps is training.multi_steps
+  assert optaxplus.multi_steps is accumulation.multi_steps
   assert optaxplus.save_checkpoint is checkpoint.save_checkpoint
   assert optaxplus.data_parallel is parallel.data_parallel
   with pytest.raises(AttributeError, match='no_such_name'):
