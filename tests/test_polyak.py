@@ -395,9 +395,9 @@ def _bad_cases():
       for value in BAD_NUMBERS + OUT_OF_RANGE[h]:
         if float(value) == ACCEPTED.get(h):
           continue
-        # A whole number is checked as a type: 2.5, NaN and inf batches are TypeErrors.
-        whole = h != 'batches_per_epoch' or float(value).is_integer()
-        yield pytest.param(name, h, value, ValueError if whole else TypeError,
+        # A finite fraction where a whole number is needed is a TypeError.
+        fraction = h == 'batches_per_epoch' and math.isfinite(value) and value % 1 != 0
+        yield pytest.param(name, h, value, TypeError if fraction else ValueError,
                            id=f'{name}-{h}-{value!r}')
 
 
