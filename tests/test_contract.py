@@ -12,9 +12,11 @@ it with and the keyword arguments its update needs. Adding an optimizer is addin
 ``test_every_public_factory_has_an_entry`` fails until it is there. What is specific to a
 method (its reference trajectory, special and edge cases) lives in ``test_<module>.py``.
 
-The toy problem is a weighted quadratic over a nested tree (a matrix, a vector, a scalar and
-an empty subtree), so that ``value`` and ``grad_fn`` are real: the loss and the gradient
-function of the "batch".
+The toy problem is a weighted quadratic over a nested tree (a matrix in a nested dict, a
+scalar and an empty subtree), so that ``value`` and ``grad_fn`` are real: the loss and the
+gradient function of the "batch". The sharding checks run in ONE subprocess with
+``XLA_FLAGS=--xla_force_host_platform_device_count=4`` (this file run as a script), started
+first so that it works beside the other checks; this process keeps its device count.
 """
 
 import dataclasses
@@ -160,15 +162,19 @@ LOW_PRECISION = {'dense': {'kernel': jnp.bfloat16}, 'scale': jnp.float16, 'froze
 UNKNOWN = {'an_argument_no_optimizer_expects': 1.0}
 
 
+def _is_list(x):
+  return isinstance(x, list)
+
+
 def _tree(values, dtypes=jnp.float32, imaginary=None):
-  """``values`` as arrays of ``dtypes`` (one dtype or a tree of them), plus ``1j·imaginary``."""
+  """``values`` (+ ``1j · imaginary``) as arrays of ``dtypes``, one dtype or a tree of them."""
   if not isinstance(dtypes, dict):
-    dtypes = jax.tree.map(lambda _: dtypes, values, is_leaf=lambda x: isinstance(x, list))
-  is_leaf = lambda x: isinstance(x, list)
+    dtypes = jax.tree.map(lambda _: dtypes, values, is_leaf=_is_list)
   if imaginary is None:
-    return jax.tree.map(lambda v, d: jnp.asarray(v, d), values, dtypes, is_leaf=is_leaf)
-  return jax.tree.map(lambda v, i, d: jnp.asarray(np.asarray(v) + 1j * np.asarray(i), d),
-                      values, imaginary, dtypes, is_leaf=is_leaf)
+    imaginary = jax.tree.map(lambda v: 0, values, is_leaf=_is_list)
+  return jax.tree.map(lambda v, i, d: jnp.asarray(np.asarray(v) + 1j * np.asarray(i), d)
+                      if jnp.issubdtype(d, jnp.complexfloating) else jnp.asarray(v, d),
+                      values, imaginary, dtypes, is_leaf=_is_list)
 
 
 def params(dtypes=jnp.float32):
@@ -186,7 +192,7 @@ def loss(tree):
             else _TARGET)
   terms = jax.tree.map(
       lambda p, t, w: w * jnp.sum(_abs_sq(p - jnp.asarray(t, p.dtype))),
-      tree, target, _WEIGHTS, is_leaf=lambda x: isinstance(x, list))
+      tree, target, _WEIGHTS, is_leaf=_is_list)
   leaves = jax.tree.leaves(terms)
   return sum(leaves[1:], leaves[0]) if leaves else jnp.zeros((), jnp.float32)
 
@@ -236,10 +242,10 @@ def close(actual, desired, rtol=1e-5, atol=1e-6, **kwargs):
 
 
 def differs(a, b, rtol=1e-5, atol=1e-6) -> bool:
-  return not all(np.allclose(np.asarray(x, np.float64) if not np.iscomplexobj(x) else x,
-                             np.asarray(y, np.float64) if not np.iscomplexobj(y) else y,
-                             rtol=rtol, atol=atol)
-                 for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+  """Whether two trees of arrays are NOT all close (the negation of ``close``)."""
+  return not all(
+      np.allclose(np.asarray(x, np.complex128), np.asarray(y, np.complex128), rtol, atol)
+      for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 
 
 def shapes_and_dtypes(tree):
@@ -387,10 +393,9 @@ def test_empty_tree(entry):
   chex.assert_trees_all_equal_shapes_and_dtypes(new_state, state)
 
 
-@entries
+@pytest.mark.parametrize('entry', [e for e in ENTRIES if e.step_size],
+                         ids=lambda e: e.name)
 def test_polyak_step_size_is_readable(entry):
-  if entry.step_size is None:
-    return
   trees, states, all_updates, _ = trajectory(entry)
   # After the first applied update (MultiSteps-like entries apply on their k-th call).
   steps = [optax.tree_utils.tree_get(state, 'step_size') for state in states[entry.every_k:]]
@@ -492,11 +497,10 @@ def _check_dtypes(entry, tree):
   @jax.jit
   def step(tree, state, really):
     def real_update():
-      # A loss of another dtype than the params, to confuse the optimizer on purpose.
-      value_dtype = jnp.bfloat16 if tree['scale'].dtype != jnp.bfloat16 else jnp.float16
-      args = extra_args(entry, lambda p: loss(p).astype(value_dtype), tree)
-      args['grad_fn'] = gradient(loss) if 'grad_fn' in entry.needs else None
-      args = {k: v for k, v in args.items() if v is not None}
+      args = extra_args(entry, loss, tree)
+      if 'value' in args:  # a loss in another dtype than the params, to confuse on purpose
+        args['value'] = args['value'].astype(
+            jnp.bfloat16 if tree['scale'].dtype != jnp.bfloat16 else jnp.float16)
       return tx.update(gradient(loss)(tree), state, tree, **args)
     # Both branches must have the same types: updates like params, state like state.
     return jax.lax.cond(really, real_update, lambda: (tree, state))
@@ -515,19 +519,14 @@ def _check_dtypes(entry, tree):
     chex.assert_trees_all_equal_shapes_and_dtypes(s, states[0])
 
 
-def _complex_tree(start):
-  return _tree(start, jnp.complex64, _IMAGINARY['start'])
-
-
 def _pairs(tree):
   """Each complex leaf as its (real, imaginary) pair of float32 leaves."""
   return jax.tree.map(lambda z: (jnp.real(z), jnp.imag(z)), tree)
 
 
 def _unpair(tree, like):
-  return jax.tree.map(lambda z, pair: pair[0] + 1j * pair[1], like, tree,
-                      is_leaf=lambda x: isinstance(x, tuple) and len(x) == 2 and
-                      not isinstance(x[0], tuple))
+  """The complex tree shaped as ``like`` whose leaves are the (real, imaginary) pairs."""
+  return jax.tree.map(lambda _, pair: pair[0] + 1j * pair[1], like, tree)
 
 
 @entries
@@ -540,10 +539,9 @@ def test_complex_params(entry):
   update must at least keep its imaginary part.
   """
   tx = optimizer(entry)
-  tree = _complex_tree(_START)
-  complex_loss = lambda p: loss(p)
-  step = jax.jit(functools.partial(update, tx, entry, loss_fn=complex_loss))
-  trees, _, all_updates = run(step, entry, tree, tx.init(tree), 3)
+  tree = _tree(_START, jnp.complex64, _IMAGINARY['start'])
+  step = jax.jit(functools.partial(update, tx, entry))
+  _, _, all_updates = run(step, entry, tree, tx.init(tree), 3)
   chex.assert_trees_all_equal_dtypes(all_updates[-1], tree)
   chex.assert_tree_all_finite(all_updates)
   applied = all_updates[entry.every_k - 1]
