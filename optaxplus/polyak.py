@@ -124,7 +124,7 @@ def _polyak_step(rule: _StepRule, **hyperparams: Any) -> optax.GradientTransform
     norm = global_norm(updates).astype(dtype)
     gap = jnp.asarray(value, dtype) - h['f_min']
     informative = jnp.isfinite(gap) & (gap > 0) & jnp.isfinite(norm) & (norm > 0)
-    # Placeholders on skipped updates, so that no inf or NaN is ever computed.
+    # Placeholders on skipped updates, so that their NaN or inf never reaches the rule.
     gap = jnp.where(informative, gap, 1)
     norm = jnp.where(informative, norm, 1)
     gap_sum = state.loss_gap_sum + gap

@@ -287,6 +287,8 @@ BEFORE = {'c': 1.0, 'max_learning_rate': 0.5, 'momentum': 0.5, 'f_min': 0.0, 'ta
           'init_step': 0.1, 'batches_per_epoch': 2}
 AFTER = {'c': 4.0, 'max_learning_rate': 0.25, 'momentum': 0.9, 'f_min': 0.9, 'tau': 4.0,
          'init_step': 0.05, 'batches_per_epoch': 1}
+
+
 def hyperparameters(name):
   return list(inspect.signature(FACTORIES[name][0]).parameters)
 
@@ -322,8 +324,9 @@ def test_injected_hyperparameter_changes_the_update(name, hyperparameter):
     unchanged, _ = plain_before.update(g, plain_state, g, value=1.0)
     chex.assert_trees_all_close(got, want, rtol=1e-6)
     if steps_before_change == 0 or not first_step_only:
-      with pytest.raises(AssertionError):
-        chex.assert_trees_all_close(got, unchanged, rtol=1e-3)
+      differs = [not np.allclose(x, y, rtol=1e-3)
+                 for x, y in zip(jax.tree.leaves(got), jax.tree.leaves(unchanged))]
+      assert any(differs), f'{hyperparameter} had no effect after {steps_before_change} steps'
 
 
 def test_momsps_smooth_injects_batches_per_epoch_without_static_args():
