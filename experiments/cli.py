@@ -10,13 +10,15 @@ lists the valid keys; so does a bad config value. SIGINT and SIGTERM stop a run 
 from __future__ import annotations
 
 import contextlib
+import logging as std_logging
 import os
 import runpy
 import signal
 import sys
 import threading
 
-from absl import app, flags
+from absl import app, flags, logging
+import jax
 import ml_collections
 from ml_collections import config_flags
 
@@ -47,6 +49,22 @@ def define_flags(config_help: str, workdir_help: str) -> None:
                     "Replace a run of another config found in the workdir (its "
                     "config.json, metrics, summary and checkpoints) instead of stopping.")
   flags.mark_flags_as_required(["config"])
+
+
+def quiet_libraries() -> None:
+  """Only this package's INFO lines in the absl log (libraries' warnings still show)."""
+  here = os.path.dirname(os.path.abspath(__file__))
+  logging.get_absl_handler().addFilter(
+      lambda record: record.levelno >= std_logging.WARNING or record.pathname.startswith(here))
+
+
+def request_cpu_devices(num_devices: int) -> None:
+  """Ask for ``num_devices`` host devices; must run before JAX initialises its backends."""
+  if num_devices > 1:
+    try:
+      jax.config.update("jax_num_cpu_devices", num_devices)
+    except RuntimeError:  # backends already initialised; the config check says what to do
+      pass
 
 
 def exit_with_error(error: Exception) -> None:

@@ -31,6 +31,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from experiments import checks
 from experiments import cli
 from experiments import data as data_lib
 from experiments import optimizers as optimizers_lib
@@ -240,13 +241,13 @@ def run_sweep(config: ml_collections.ConfigDict, workdir: str, command: str = ""
     ``stop_after_steps``.
 
   Raises:
-    train_lib.ConfigError: a run's config is bad (before anything is trained).
+    checks.ConfigError: a run's config is bad (before anything is trained).
     workdir_lib.RunMismatchError: ``workdir`` holds runs of other configs.
     SweepInterrupted: ``stop`` was set.
   """
   runs = expand(config)
   for run in runs:  # fail on a bad arm now, not after hours of the others
-    train_lib.validate(run.config)
+    checks.validate(run.config)
   if not overwrite:
     check_workdir(workdir, runs)
   os.makedirs(workdir, exist_ok=True)
@@ -289,21 +290,21 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   config = cli.FLAGS.config
-  train_lib.quiet_libraries()
-  train_lib.request_cpu_devices(config.num_devices)
+  cli.quiet_libraries()
+  cli.request_cpu_devices(config.num_devices)
   enable_compilation_cache()
   workdir = cli.FLAGS.workdir or workdir_lib.default_sweep_workdir(config)
   command = shlex.join(["python", "-m", "experiments.sweep"] + sys.argv[1:])
   try:
     for run in expand(config):
-      train_lib.validate(run.config)
+      checks.validate(run.config)
   except (ValueError, KeyError) as e:  # ConfigError is a ValueError
     cli.exit_with_error(e)
   with cli.stop_on_signals() as stop:
     try:
       results = run_sweep(config, workdir, command, overwrite=cli.FLAGS.overwrite,
                           stop=stop)
-    except (train_lib.ConfigError, workdir_lib.RunMismatchError) as e:
+    except (checks.ConfigError, workdir_lib.RunMismatchError) as e:
       cli.exit_with_error(e)
     except SweepInterrupted as e:
       cli.exit_interrupted(str(e))

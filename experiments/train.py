@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import functools
 import json
-import logging as std_logging
 import math
 import os
 import sys
@@ -40,20 +39,17 @@ import optax
 
 from experiments import cli
 from experiments import data as data_lib
+from experiments import evaluation
 from experiments import hessian as hessian_lib
 from experiments import models as models_lib
 from experiments import optimizers as optimizers_lib
 from experiments import workdir as workdir_lib
+from experiments.checks import ConfigError, validate
 from optaxplus import checkpoint as checkpoint_lib
 from optaxplus import training
-from optaxplus._checks import check_bool, check_range
 
 TRAIN_KEYS = ("loss", "accuracy", "grad_norm", "step_size")
 EVAL_SPLITS = ("validation", "test")
-
-
-class ConfigError(ValueError):
-  """A config value out of its range; the one-line message names the key."""
 
 
 class Interrupted(Exception):
@@ -62,121 +58,6 @@ class Interrupted(Exception):
   def __init__(self, step: int):
     super().__init__(f"interrupted at step {step}; run the same command again to resume")
     self.step = step
-
-
-# --- model, loss, evaluation ---------------------------------------------------------------
-def _losses(logits, labels):
-  """Per-example (per-token) cross-entropy and correctness."""
-  loss = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels)
-  return loss, (jnp.argmax(logits, -1) == labels)
-
-
-def make_loss_fn(model):
-  """``loss_fn(params, model_state, batch) -> (loss, (model_state, {'accuracy'}))``.
-
-  Training mode: BatchNorm uses batch statistics and returns its updated running averages
-  (``model_state`` is ``{}`` for models without BatchNorm).
-  """
-  def loss_fn(params, model_state, batch):
-    variables = {"params": params, **model_state}
-    if model_state:
-      logits, new_state = model.apply(variables, batch["x"], train=True,
-                                      mutable=list(model_state))
-    else:
-      logits, new_state = model.apply(variables, batch["x"], train=True), model_state
-    loss, correct = _losses(logits, batch["y"])
-    return loss.mean(), (dict(new_state), {"accuracy": correct.mean()})
-  return loss_fn
-
-
-def make_eval_loss(model):
-  """``loss(params, model_state, batch)``: mean loss with BatchNorm in eval mode."""
-  def loss(params, model_state, batch):
-    logits = model.apply({"params": params, **model_state}, batch["x"], train=False)
-    return _losses(logits, batch["y"])[0].mean()
-  return loss
-
-
-def _eval_sums(model, params, model_state, batch):
-  """Summed loss, correct predictions and count over the real (weight 1) examples."""
-  logits = model.apply({"params": params, **model_state}, batch["x"], train=False)
-  loss, correct = _losses(logits, batch["y"])
-  weight = jnp.broadcast_to(
-      batch["weight"].reshape(batch["weight"].shape + (1,) * (loss.ndim - 1)), loss.shape)
-  return (loss * weight).sum(), (correct * weight).sum(), weight.sum()
-
-
-def evaluate(eval_fn, params, model_state, batches) -> dict[str, float]:
-  """Mean loss and accuracy over ``batches`` (and perplexity = exp(loss))."""
-  total = np.zeros(3)
-  for batch in batches:
-    total += np.asarray(jax.device_get(eval_fn(params, model_state, batch)), np.float64)
-  loss = total[0] / total[2]
-  return {"loss": loss, "accuracy": total[1] / total[2],
-          "perplexity": math.exp(loss) if loss < 700 else math.inf}
-
-
-# --- the config --------------------------------------------------------------------------
-def _checked(config: ml_collections.ConfigDict) -> None:
-  """Every key with a range, named as on the command line; raises TypeError/ValueError."""
-  if config.dataset not in data_lib.DATASETS:
-    raise ValueError(f"dataset must be one of {', '.join(data_lib.DATASETS)}, got "
-                     f"{config.dataset!r}.")
-  if config.model.name not in models_lib.MODELS:
-    raise ValueError(f"model.name must be one of {', '.join(models_lib.MODELS)}, got "
-                     f"{config.model.name!r}.")
-  if (config.dataset == "stdlib_chars") != (config.model.name == "transformer"):
-    raise ValueError("the transformer goes with the stdlib_chars dataset, the mlp and cnn "
-                     f"with digits; got {config.model.name!r} on {config.dataset!r}.")
-  positive = ("batch_size", "num_steps", "log_every", "eval_every", "eval_batch_size",
-              "train_eval_examples", "context_length", "hessian.batch_size",
-              "model.width", "model.depth", "model.num_heads")
-  non_negative = ("seed", "data_seed", "num_devices", "checkpoint_every",
-                  "stop_after_steps", "max_chars", "hessian.num_iterations")
-  for key in positive + non_negative:
-    check_range(key, _get(config, key), 1 if key in positive else 0, integer=True)
-  for key in ("model.hidden", "model.stage_features"):
-    for width in _get(config, key):
-      check_range(key, width, 1, integer=True)
-  if config.model.width % config.model.num_heads:
-    raise ValueError(f"model.width ({config.model.width}) must be divisible by "
-                     f"model.num_heads ({config.model.num_heads}).")
-  check_range("hessian.tol", config.hessian.tol, 0.0, low_open=True)
-  check_range("divergence_threshold", config.divergence_threshold, 0.0, low_open=True,
-              allow_inf=True)
-  check_bool("progress_bar", config.progress_bar)
-  check_bool("sam.enabled", config.sam.enabled)
-  if config.schedule not in optimizers_lib.SCHEDULES:
-    raise ValueError(f"schedule must be one of {', '.join(optimizers_lib.SCHEDULES)}, got "
-                     f"{config.schedule!r}.")
-  # Built once with the SAM wrapper on, so its keys are checked even when it is off.
-  optimizers_lib.create_optimizer(
-      config.optimizer, ml_collections.ConfigDict({**config.sam.to_dict(), "enabled": True}))
-  available = jax.device_count()
-  devices = config.num_devices or available
-  if devices > available:
-    raise ValueError(
-        f"num_devices={devices} but only {available} {jax.devices()[0].platform} "
-        f"device(s) are visible; on CPU run with "
-        f"XLA_FLAGS=--xla_force_host_platform_device_count={devices} (experiments.train "
-        "sets this itself when started from the command line).")
-  if config.batch_size % devices:
-    raise ValueError(f"batch_size must be divisible by the {devices} devices, got "
-                     f"{config.batch_size}.")
-
-
-def _get(config, dotted: str):
-  for key in dotted.split("."):
-    config = config[key]
-  return config
-
-
-def validate(config: ml_collections.ConfigDict) -> None:
-  """Raises :class:`ConfigError` for a bad config, before anything is built or compiled."""
-  try:
-    _checked(config)
-  except (TypeError, ValueError) as e:
-    raise ConfigError(str(e)) from None
 
 
 # --- builders ----------------------------------------------------------------------------
@@ -200,8 +81,8 @@ def _model_functions(model_json: str, context_length: int,
   model = models_lib.create_model(config, num_classes)
   return types.SimpleNamespace(
       model=model, init=jax.jit(functools.partial(model.init, train=False)),
-      eval_fn=jax.jit(functools.partial(_eval_sums, model)),
-      eval_loss=make_eval_loss(model), loss_fn=make_loss_fn(model))
+      eval_fn=evaluation.make_eval_fn(model), eval_loss=evaluation.make_eval_loss(model),
+      loss_fn=evaluation.make_loss_fn(model))
 
 
 @functools.lru_cache(maxsize=8)
@@ -361,7 +242,85 @@ def _diverged(record: dict, threshold: float) -> bool:
   return not math.isfinite(record["loss"]) or record["loss"] > threshold
 
 
-# --- the run -----------------------------------------------------------------------------
+def _log_progress(config, step: int, record: dict | None, results: dict) -> None:
+  key = "perplexity" if config.dataset == "stdlib_chars" else "accuracy"
+  train = f"train loss {record['loss']:.4f}, " if record else ""
+  logging.info("step %d/%d: %svalidation %s %.4f", step, config.num_steps, train, key,
+               results["validation"][key])
+
+
+def create_run(config, dataset: data_lib.Dataset) -> types.SimpleNamespace:
+  """Everything a run needs, built once: mesh, batches, state, compiled functions."""
+  mesh = create_mesh(config.num_devices)
+  batches = data_lib.BatchIterator(dataset, config.batch_size, config.seed,
+                                   config.context_length)
+  state, fns = create_train_state(config, dataset, mesh, batches)
+  metrics = jax.eval_shape(fns.train_step, state, batches.batch(0))[1]
+  return types.SimpleNamespace(
+      mesh=mesh, batches=batches, state=state, fns=fns,
+      sharding=jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data")),
+      keys=tuple(k for k in TRAIN_KEYS if k in {**metrics, **metrics["aux"]}),
+      eval_batches={split: data_lib.split_batches(dataset, split, config.eval_batch_size)
+                    for split in EVAL_SPLITS})
+
+
+def _evaluate_splits(setup, run: _Run, step: int) -> dict[str, dict]:
+  """Validation and test metrics, written to the run's records."""
+  results = {}
+  for split in EVAL_SPLITS:
+    results[split] = evaluation.evaluate(setup.fns.eval_fn, run.state.params,
+                                         run.state.model_state, setup.eval_batches[split])
+    run.write({"step": step, "split": split, **results[split]})
+  return results
+
+
+def _train(config, setup, run: _Run, start: int, stop) -> int | None:
+  """The loop: steps, logs, evaluates, checkpoints. Returns the step it diverged at."""
+  with _progress_bar(config, start) as bar:
+    for step in range(start, config.num_steps):
+      if stop is not None and stop.is_set():
+        run.stop()
+      if config.stop_after_steps and step >= config.stop_after_steps:
+        raise _StoppedForTesting()
+      run.step(setup.fns.train_step, jax.device_put(setup.batches.batch(step),
+                                                    setup.sharding))
+      done = step + 1
+      if done % config.log_every == 0 or done == config.num_steps:
+        record = run.log_train(done)
+        bar.set_postfix(loss=f"{record['loss']:.4f}")
+        if _diverged(record, config.divergence_threshold):
+          logging.warning("train loss %s at step %d: diverged, stopping", record["loss"],
+                          done)
+          return done
+      if done % config.eval_every == 0 and done != config.num_steps:
+        _log_progress(config, done, run.last_record, _evaluate_splits(setup, run, done))
+      if config.checkpoint_every and done % config.checkpoint_every == 0:
+        run.save()
+      bar.update(1)
+  if stop is not None and stop.is_set():
+    run.stop()
+  return None
+
+
+class _StoppedForTesting(Exception):
+  """``config.stop_after_steps`` reached: stop as if killed."""
+
+
+def _probe(config, setup, state, dataset, diverged: bool) -> tuple[str, Any, int]:
+  """``(status, top Hessian eigenvalue, iterations)``; status 'on', 'off' or skipped."""
+  if diverged:
+    return "skipped: diverged", None, 0
+  if not config.hessian.num_iterations:
+    return "off", None, 0
+  batch = data_lib.fixed_train_examples(dataset, config.hessian.batch_size,
+                                        config.context_length)
+  eigenvalue, iterations = hessian_lib.top_hessian_eigenvalue(
+      setup.fns.eval_loss, state.params, state.model_state, batch,
+      num_iterations=config.hessian.num_iterations, tol=config.hessian.tol,
+      seed=config.seed)
+  return "on", eigenvalue, iterations
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        dataset: data_lib.Dataset | None = None, *, overwrite: bool = False,
                        stop=None) -> dict[str, Any] | None:
@@ -377,8 +336,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       :class:`Interrupted`).
 
   Returns:
-    The summary written to ``summary.json``, or ``None`` when the run stopped at
-    ``config.stop_after_steps`` (as if killed) before finishing.
+    The summary written to ``summary.json`` (strict JSON values: ``None`` for NaN), or
+    ``None`` when the run stopped at ``config.stop_after_steps`` (as if killed).
 
   Raises:
     ConfigError: a bad config value, before anything is built.
@@ -395,25 +354,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   if config.batch_size > dataset.num_train:
     raise ConfigError(f"batch_size must be at most the {dataset.num_train} training "
                       f"examples of {dataset.name}, got {config.batch_size}.")
-  mesh = create_mesh(config.num_devices)
-  sharded = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
-  batches = data_lib.BatchIterator(dataset, config.batch_size, config.seed,
-                                   config.context_length)
-  state, fns = create_train_state(config, dataset, mesh, batches)
-  shapes = jax.eval_shape(fns.train_step, state, batches.batch(0))[1]
-  keys = tuple(k for k in TRAIN_KEYS if k in {**shapes, **shapes["aux"]})
-  eval_batches = {split: data_lib.split_batches(dataset, split, config.eval_batch_size)
-                  for split in EVAL_SPLITS}
-
-  def evaluate_splits(run: _Run, step: int) -> dict[str, dict]:
-    results = {}
-    for split in EVAL_SPLITS:
-      results[split] = evaluate(fns.eval_fn, run.state.params, run.state.model_state,
-                                eval_batches[split])
-      run.write({"step": step, "split": split, **results[split]})
-    return results
-
-  run = _Run(config, workdir, state, keys)
+  setup = create_run(config, dataset)
+  run = _Run(config, workdir, setup.state, setup.keys)
   start = run.restore()
   if start:
     logging.info("resumed %s at step %d", workdir, start)
@@ -422,58 +364,28 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   with open(metrics_path, "w", encoding="utf-8") as run.log_file:
     for record in kept:
       run.write(record)
-    diverged_at = None
-    with _progress_bar(config, start) as bar:
-      for step in range(start, config.num_steps):
-        if stop is not None and stop.is_set():
-          run.stop()
-        if config.stop_after_steps and step >= config.stop_after_steps:
-          return None  # as if killed: no final checkpoint, no summary
-        run.step(fns.train_step, jax.device_put(batches.batch(step), sharded))
-        done = step + 1
-        if done % config.log_every == 0 or done == config.num_steps:
-          record = run.log_train(done)
-          bar.set_postfix(loss=f"{record['loss']:.4f}")
-          if _diverged(record, config.divergence_threshold):
-            diverged_at = done
-            logging.warning("train loss %s at step %d: diverged, stopping", record["loss"],
-                            done)
-            break
-        if done % config.eval_every == 0 and done != config.num_steps:
-          _log_progress(config, done, run.last_record, evaluate_splits(run, done))
-        if config.checkpoint_every and done % config.checkpoint_every == 0:
-          run.save()
-        bar.update(1)
-    if stop is not None and stop.is_set() and diverged_at is None:
-      run.stop()
-    train_time = run.time()
-    final_step = int(run.state.step)
-    final = evaluate_splits(run, final_step)
-  _log_progress(config, final_step, None, final)
-  state = run.state
-  train = evaluate(fns.eval_fn, state.params, state.model_state, data_lib.batched(
-      **_xy(data_lib.fixed_train_examples(dataset, config.train_eval_examples,
-                                          config.context_length)),
-      batch_size=config.eval_batch_size))
-  eigenvalue, iterations, probe = None, 0, "off"
-  if diverged_at is not None:
-    probe = "skipped: diverged"
-  elif config.hessian.num_iterations:
-    batch = data_lib.fixed_train_examples(dataset, config.hessian.batch_size,
-                                          config.context_length)
-    eigenvalue, iterations = hessian_lib.top_hessian_eigenvalue(
-        fns.eval_loss, state.params, state.model_state, batch,
-        num_iterations=config.hessian.num_iterations, tol=config.hessian.tol,
-        seed=config.seed)
-    probe = "on"
+    try:
+      diverged_at = _train(config, setup, run, start, stop)
+    except _StoppedForTesting:
+      return None  # no final checkpoint, no summary
+    train_time, state = run.time(), run.state
+    final = _evaluate_splits(setup, run, int(state.step))
+  _log_progress(config, int(state.step), None, final)
+  train_subset = data_lib.fixed_train_examples(dataset, config.train_eval_examples,
+                                               config.context_length)
+  train = evaluation.evaluate(setup.fns.eval_fn, state.params, state.model_state,
+                              data_lib.batched(train_subset["x"], train_subset["y"],
+                                               config.eval_batch_size))
+  probe, eigenvalue, iterations = _probe(config, setup, state, dataset,
+                                         diverged_at is not None)
   summary = {
-      "steps": final_step, "diverged": diverged_at is not None,
+      "steps": int(state.step), "diverged": diverged_at is not None,
       "diverged_at_step": diverged_at,
       **{f"{split}_{k}": v for split in EVAL_SPLITS for k, v in final[split].items()},
       "train_loss": train["loss"], "train_accuracy": train["accuracy"],
       "hessian_probe": probe, "hessian_top_eigenvalue": eigenvalue,
       "hessian_iterations": iterations,
-      "train_time_s": train_time, "devices": mesh.devices.size,
+      "train_time_s": train_time, "devices": setup.mesh.devices.size,
       "device_kind": jax.devices()[0].device_kind, "jax_version": jax.__version__,
       "data_fingerprint": dataset.fingerprint, "num_train": dataset.num_train,
       "num_validation": len(dataset.validation_x), "num_test": len(dataset.test_x),
@@ -483,40 +395,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   return workdir_lib.jsonable(summary)
 
 
-def _xy(batch: dict) -> dict:
-  return {"x": batch["x"], "y": batch["y"]}
-
-
-def _log_progress(config, step: int, record: dict | None, results: dict) -> None:
-  key = "perplexity" if config.dataset == "stdlib_chars" else "accuracy"
-  train = f"train loss {record['loss']:.4f}, " if record else ""
-  logging.info("step %d/%d: %svalidation %s %.4f", step, config.num_steps, train, key,
-               results["validation"][key])
-
-
 # --- command line ------------------------------------------------------------------------
-def quiet_libraries() -> None:
-  """Only this package's INFO lines in the absl log (libraries' warnings still show)."""
-  here = os.path.dirname(os.path.abspath(__file__))
-  logging.get_absl_handler().addFilter(
-      lambda record: record.levelno >= std_logging.WARNING or record.pathname.startswith(here))
-
-
-def request_cpu_devices(num_devices: int) -> None:
-  """Ask for ``num_devices`` host devices; must run before JAX initialises its backends."""
-  if num_devices > 1:
-    try:
-      jax.config.update("jax_num_cpu_devices", num_devices)
-    except RuntimeError:  # backends already initialised; validate explains what to do
-      pass
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   config = cli.FLAGS.config
-  quiet_libraries()
-  request_cpu_devices(config.num_devices)
+  cli.quiet_libraries()
+  cli.request_cpu_devices(config.num_devices)
   with cli.stop_on_signals() as stop:
     try:
       validate(config)

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from configs import default, stdlib_lm
-from experiments import cli, optimizers, sweep, train
+from experiments import checks, cli, optimizers, sweep
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG_NAMES = sorted(f[:-3] for f in os.listdir(os.path.join(ROOT, "configs"))
@@ -35,12 +35,20 @@ def test_unknown_key_and_bad_value_on_the_command_line():
   assert "--config <config file>:adam" in out.stderr
 
 
-def test_bad_values_exit_2_with_one_line_before_compiling():
-  out = _cli("--config", "configs/default.py", "--config.optimizer.learning_rate=-0.1")
+@pytest.mark.parametrize("entry, override, message", [
+    ("experiments.train", "--config.optimizer.learning_rate=-0.1",
+     "optimizer.learning_rate must be a finite number in (0.0, inf), got -0.1."),
+    ("experiments.sweep", "--config.sam.rho=-0.5",
+     "sam.rho must be a finite number in [0.0, inf) or a schedule (a callable of the step), "
+     "got -0.5."),
+])
+def test_bad_values_exit_2_with_one_line_before_compiling(entry, override, message):
+  out = subprocess.run([sys.executable, "-m", entry, "--config", "configs/default.py",
+                        override, "--workdir", "/nonexistent/never/created"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=120, check=False)
   assert out.returncode == cli.EXIT_BAD_CONFIG
-  assert out.stderr.splitlines() == [
-      "error: optimizer.learning_rate must be a finite number in (0.0, inf), got -0.1."]
-  assert not out.stdout
+  assert out.stderr.splitlines() == [f"error: {message}"]
+  assert not out.stdout and not os.path.exists("/nonexistent")
 
 
 def test_help_lists_configs_and_optimizers():
@@ -65,11 +73,11 @@ def test_check_override_lists_valid_keys():
 @pytest.mark.parametrize("name", CONFIG_NAMES)
 def test_every_config_loads_and_validates(name):
   config = cli.load_config(os.path.join(ROOT, "configs", f"{name}.py"))
-  train.validate(config)
+  checks.validate(config)
   runs = sweep.expand(config)
   assert runs and len({r.run_id for r in runs}) == len(runs)
   for run in runs:
-    train.validate(run.config)
+    checks.validate(run.config)
 
 
 def test_config_string_switches_optimizer():
@@ -129,31 +137,31 @@ BAD_VALUES = [
 @pytest.mark.parametrize("key, value, optimizer, message", BAD_VALUES,
                          ids=[f"{o}-{k}={v}" for k, v, o, _ in BAD_VALUES])
 def test_bad_values_name_the_key_and_range(key, value, optimizer, message):
-  with pytest.raises(train.ConfigError, match=message) as error:
-    train.validate(_bad(key, value, optimizer))
+  with pytest.raises(checks.ConfigError, match=message) as error:
+    checks.validate(_bad(key, value, optimizer))
   assert "\n" not in str(error.value)
 
 
 def test_batch_size_must_divide_over_the_devices(monkeypatch):
-  monkeypatch.setattr(train.jax, "device_count", lambda: 4)
-  monkeypatch.setattr(train.jax, "devices", lambda: [train.jax.local_devices()[0]] * 4)
+  monkeypatch.setattr(checks.jax, "device_count", lambda: 4)
+  monkeypatch.setattr(checks.jax, "devices", lambda: [checks.jax.local_devices()[0]] * 4)
   config = _bad("num_devices", 4)
   config.batch_size = 66
-  with pytest.raises(train.ConfigError, match="batch_size must be divisible by the 4 "
+  with pytest.raises(checks.ConfigError, match="batch_size must be divisible by the 4 "
                                               "devices, got 66"):
-    train.validate(config)
+    checks.validate(config)
 
 
 def test_other_bad_configs_raise_clear_errors():
   config = default.get_config()
   config.optimizer.name = "adamm"
   with pytest.raises(ValueError, match="unknown optimizer 'adamm'; valid: .*momsps"):
-    train.validate(config)
+    checks.validate(config)
   with pytest.raises(ValueError, match="has no hyperparameter"):
     optimizers.default_config("sgd", beta=0.9)
   config.optimizer = optimizers.default_config("sgd", nesterov=1)  # typed int by a file
-  with pytest.raises(train.ConfigError, match="optimizer.nesterov must be True or False"):
-    train.validate(config)
+  with pytest.raises(checks.ConfigError, match="optimizer.nesterov must be True or False"):
+    checks.validate(config)
 
 
 def test_sweep_errors():
