@@ -41,9 +41,12 @@ def _as_real(name: str, value: Any, expected: str) -> float:
     if np.ndim(value) == 0 and (jnp.issubdtype(dtype, jnp.integer)
                                 or jnp.issubdtype(dtype, jnp.floating)):
       return float(np.asarray(value))
+    hint = (' (optax.inject_hyperparams casts hyperparameters to complex params\' dtype: '
+            'pass it hyperparam_dtype=jnp.float32)' if jnp.issubdtype(dtype, jnp.complexfloating)
+            else '')
     raise TypeError(
         f'{name} must be {expected}, got an array of shape {np.shape(value)} and dtype '
-        f'{dtype}.')
+        f'{dtype}{hint}.')
   raise TypeError(f'{name} must be {expected}, got {type(value).__name__} {value!r}.')
 
 

@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import optax
 
 from optaxplus._checks import check_range
+from optaxplus._checks import is_tracer
 from optaxplus._wide import tree_wide_dtype
 
 
@@ -81,18 +82,28 @@ def multi_steps(optimizer: optax.GradientTransformation, every_k_schedule: Any, 
     (1, 1)
   """
   check_range('every_k_schedule', every_k_schedule, 1, integer=True, allow_schedule=True)
-  if not callable(every_k_schedule):
-    every_k_schedule = int(every_k_schedule)
-  inner = optax.MultiSteps(optax.with_extra_args_support(optimizer), every_k_schedule,
-                           should_skip_update_fn=should_skip_update_fn)
+  if callable(every_k_schedule):
+    schedule = every_k_schedule
+  else:  # A number, or a tracer under inject_hyperparams: a constant schedule either way.
+    k = every_k_schedule if is_tracer(every_k_schedule) else int(every_k_schedule)
+    schedule = lambda step: jnp.asarray(k, jnp.int32)
+
+  def inner(accumulator_dtype) -> optax.MultiSteps:
+    return optax.MultiSteps(optax.with_extra_args_support(optimizer), schedule,
+                            should_skip_update_fn=should_skip_update_fn,
+                            accumulator_dtype=accumulator_dtype)
 
   def init_fn(params):
-    return MultiStepsValueState(multi_steps=inner.init(params),
+    # optax accumulates in float32 by default: that drops the imaginary part of complex
+    # gradients and the precision of float64 ones.
+    accumulator_dtype = jnp.result_type(jnp.float32, *jax.tree.leaves(params))
+    return MultiStepsValueState(multi_steps=inner(accumulator_dtype).init(params),
                                 value_mean=jnp.zeros((), tree_wide_dtype(params)),
                                 num_skipped=jnp.zeros((), jnp.int32))
 
   def update_fn(updates, state, params=None, **extra_args):
     before = state.multi_steps
+    accumulator_dtype = jnp.result_type(jnp.float32, *jax.tree.leaves(before.acc_grads))
     finite = _all_finite(updates)
     if 'value' in extra_args:
       value = jnp.asarray(extra_args['value'], state.value_mean.dtype)
@@ -105,7 +116,7 @@ def multi_steps(optimizer: optax.GradientTransformation, every_k_schedule: Any, 
       value = jnp.where(finite, value, value_mean)
       value_mean = value_mean + (value - value_mean) / (before.mini_step + 1)
       extra_args['value'] = value_mean
-    new_updates, after = inner.update(updates, before, params, **extra_args)
+    new_updates, after = inner(accumulator_dtype).update(updates, before, params, **extra_args)
     emitted = after.gradient_step != before.gradient_step
     skipped = (after.mini_step == before.mini_step) & ~emitted  # by should_skip_update_fn
     value_mean = jnp.where(emitted, 0.0, jnp.where(skipped, state.value_mean, value_mean))

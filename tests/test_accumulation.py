@@ -88,3 +88,32 @@ def test_multi_steps_checks_every_k_schedule():
       updates, state = tx.update(grads, state, params)
       moved.append(float(updates['w'][0]))
     np.testing.assert_allclose(moved, [0.0, -0.1, 0.0, -0.1], rtol=1e-6)
+
+
+def test_accumulates_complex_and_float64_gradients_at_their_precision():
+  """optax.MultiSteps alone accumulates in float32: imaginary parts and f64 digits are lost."""
+  tx = multi_steps(optax.sgd(1.0), every_k_schedule=2)
+  params = {'z': jnp.zeros(2, jnp.complex64)}
+  state = tx.init(params)
+  for grads in ({'z': jnp.array([1 + 1j, 1 - 1j])}, {'z': jnp.array([1 + 1j, 1 - 1j])}):
+    updates, state = tx.update(grads, state, params)
+  np.testing.assert_allclose(updates['z'], [-1 - 1j, -1 + 1j])
+  with jax.enable_x64(True):
+    params = {'x': jnp.zeros(1, jnp.float64)}
+    state = tx.init(params)
+    for g in (1.0 + 2e-12, 1.0):
+      updates, state = tx.update({'x': jnp.array([g], jnp.float64)}, state, params)
+    assert updates['x'].dtype == jnp.float64
+    np.testing.assert_allclose(float(updates['x'][0]), -(1.0 + 1e-12), rtol=1e-15)
+
+
+def test_every_k_under_inject_hyperparams():
+  tx = optax.inject_hyperparams(multi_steps, static_args=('optimizer',))(
+      optimizer=optax.sgd(1.0), every_k_schedule=2)
+  params = {'x': jnp.zeros(1)}
+  state = tx.init(params)
+  emitted = []
+  for _ in range(4):
+    updates, state = jax.jit(tx.update)({'x': jnp.ones(1)}, state, params)
+    emitted.append(float(updates['x'][0]))
+  assert emitted == [0.0, -1.0, 0.0, -1.0]

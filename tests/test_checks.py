@@ -74,3 +74,8 @@ def test_check_bool_accepts_bools():
 def test_non_finite_whole_numbers_are_value_errors(value):
   with pytest.raises(ValueError, match='every_k must be a whole number'):
     check_range('every_k', value, 1, integer=True)
+
+
+def test_complex_scalar_arrays_say_how_inject_hyperparams_avoids_them():
+  with pytest.raises(TypeError, match='hyperparam_dtype=jnp.float32'):
+    check_range('c', jnp.array(1.0 + 0j), 0.0, low_open=True)
