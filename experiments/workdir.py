@@ -58,12 +58,11 @@ def dumps(value: Any, **kwargs) -> str:
 
 
 def write_json(path: str, value: Any) -> None:
-  """Writes strict JSON atomically: a temporary file in the same folder, then a rename."""
-  folder = os.path.dirname(os.path.abspath(path))
-  with tempfile.NamedTemporaryFile("w", dir=folder, suffix=".tmp", delete=False,
-                                   encoding="utf-8") as f:
+  """Writes strict JSON atomically: a temporary file next to ``path``, then a rename."""
+  temporary = f"{path}.{os.getpid()}.tmp"
+  with open(temporary, "w", encoding="utf-8") as f:
     f.write(dumps(value, indent=1) + "\n")
-  os.replace(f.name, path)
+  os.replace(temporary, path)
 
 
 def read_json(path: str) -> Any:
