@@ -1,6 +1,7 @@
 """Times full Flax train steps: momsps vs SGD with momentum, alto vs LAMB, builder vs hand-written.
 
     python -m benchmarks.bench_train_step [--width 32 --batch 64 --image 32 --repeats 10]
+    python -m benchmarks.bench_train_step --every_k 5 [--width 16 --image 16 --batch 32]
 
 The model is a small ResNet-style Linen CNN (three stages of two residual blocks, conv
 → BatchNorm → ReLU, widths ``width``, ``2·width``, ``4·width``, then a dense classifier)
@@ -9,10 +10,16 @@ on a fixed random CIFAR-shaped batch with a softmax cross-entropy loss. Each can
 metrics) under ``jax.jit``; the figure is the fastest call over interleaved repeats. Every
 call starts from the same initial state (not donated), so all candidates compute on the
 same values: a state that trains on while timed drifts differently per optimizer, and
-the CPU's speed depends on the values it meets (denormals), which swamped the optimizer. The targets (issue 5): momsps ≤ 1.03× SGD-momentum and alto ≤ 1.00×
-LAMB, i.e. the optimizer vanishes inside the step. A hand-written Flax step with
-``optax.sgd`` (``flax.training.train_state.TrainState``, no metrics) shows what the builder
-itself costs.
+the CPU's speed depends on the values it meets (denormals), which swamped the optimizer.
+The targets (issue 5): momsps ≤ 1.03× SGD-momentum and alto ≤ 1.00× LAMB, i.e. the
+optimizer vanishes inside the step. A hand-written Flax step with ``optax.sgd``
+(``flax.training.train_state.TrainState``, no metrics) shows what the builder itself costs.
+
+``--every_k k`` times ``unified_sam(sgd momentum, every_k=k)`` instead: one call runs k
+chained steps from the initial state (one SAM step and k − 1 plain ones), with
+``sam_step`` chosen in Python (two compiled steps) and with the in-graph ``lax.cond``,
+against k plain SGD-momentum steps and k SAM steps. Target (issue 12): the Python
+schedule at k = 5 ≤ 1.3× the plain steps by CPU time.
 """
 
 import argparse
@@ -25,6 +32,7 @@ from flax.training import train_state
 from benchmarks import update_timing
 from optaxplus import polyak, training
 from optaxplus.exploration import alto
+from optaxplus.sharpness import unified_sam
 
 
 class ResidualBlock(nn.Module):
@@ -62,6 +70,8 @@ def main():
   parser.add_argument('--batch', type=int, default=64)
   parser.add_argument('--image', type=int, default=32)
   parser.add_argument('--repeats', type=int, default=10)
+  parser.add_argument('--every_k', type=int, default=0,
+                      help='time unified_sam(every_k=k) against plain steps instead')
   args = parser.parse_args()
 
   model = ResNet(args.width)
@@ -98,6 +108,10 @@ def main():
                          batch_stats=model_state['batch_stats'])
     return lambda: step(state, batch)
 
+  if args.every_k:
+    every_k_table(model, params, model_state, loss_fn, batch, args)
+    return
+
   runs = {
       'hand-written Flax step, optax.sgd(momentum=0.9)':
           handwritten_run(optax.sgd(0.1, momentum=0.9)),
@@ -121,6 +135,48 @@ def main():
     baseline = baselines.get(name)
     compared = f'{baseline} | {seconds / best[baseline]:.3f}×' if baseline else ' | '
     print(f'| {name} | {1e3 * seconds:.2f} | {compared} |')
+
+def every_k_table(model, params, model_state, loss_fn, batch, args):
+  """k chained steps per call: plain, SAM every step, and every_k=k both ways."""
+  k = args.every_k
+  step = training.make_train_step(loss_fn, has_state=True)
+  in_graph, from_python = jax.jit(step), jax.jit(step, static_argnames='sam_step')
+  base = optax.sgd(0.1, momentum=0.9)
+
+  def block(tx, jitted, schedule):
+    start = training.TrainState.create(apply_fn=model.apply, params=params, tx=tx,
+                                       model_state=model_state)
+
+    def run():
+      state = start
+      for i in range(k):
+        state, _ = jitted(state, batch, **schedule(i))
+      return state
+
+    return run
+
+  runs = {
+      f'{k} plain SGD-momentum steps': block(base, in_graph, lambda i: {}),
+      f'{k} SAM steps (unified_sam, every_k=1)':
+          block(unified_sam(base, 0.05), in_graph, lambda i: {}),
+      f'unified_sam every_k={k}, sam_step from Python':
+          block(unified_sam(base, 0.05, every_k=k), from_python,
+                lambda i: {'sam_step': i % k == 0}),
+      f'unified_sam every_k={k}, lax.cond in the step':
+          block(unified_sam(base, 0.05, every_k=k), in_graph, lambda i: {}),
+  }
+  wall, cpu = update_timing.interleaved_best(runs, args.repeats)
+  sizes = sum(x.size for x in jax.tree.leaves(params))
+  print(f'{jax.devices()[0].platform}: {jax.devices()[0].device_kind}, jax {jax.__version__}, '
+        f'ResNet width {args.width}, {sizes / 1e6:.2f}M params, batch {args.batch} × '
+        f'{args.image}×{args.image}×3, {k} chained steps per call')
+  print('| steps | wall ms / step | × plain (wall) | CPU ms / step | × plain (CPU) |')
+  print('|---|---:|---:|---:|---:|')
+  plain = next(iter(runs))
+  for name in runs:
+    print(f'| {name} | {1e3 * wall[name] / k:.2f} | {wall[name] / wall[plain]:.2f}× | '
+          f'{1e3 * cpu[name] / k:.2f} | {cpu[name] / cpu[plain]:.2f}× |')
+
 
 if __name__ == '__main__':
   main()

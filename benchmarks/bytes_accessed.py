@@ -82,8 +82,16 @@ class Measurement(NamedTuple):
 
 
 def compile_update(tx: optax.GradientTransformation, params, extra: dict) -> Any:
-  """``update + apply_updates`` jitted with params and state donated, compiled for ``params``."""
+  """``update + apply_updates`` jitted with params and state donated, compiled for ``params``.
+
+  The gradient is an argument, except with a ``grad_fn`` (SAM): then, as in a train step,
+  the step computes it with ``grad_fn(params)`` and SAM calls ``grad_fn`` again. A gradient
+  passed in cannot leave the plain branch of ``every_k``'s ``lax.cond`` without a copy
+  (the step may not overwrite its argument); one computed in the step is handed through.
+  """
   def step(params, state, grads, extra):
+    if 'grad_fn' in extra:
+      grads = extra['grad_fn'](params)
     updates, state = tx.update(grads, state, params, **extra)
     return optax.apply_updates(params, updates), state
 

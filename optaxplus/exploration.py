@@ -133,27 +133,56 @@ def _combine(x: jax.Array, y: jax.Array, weights) -> jax.Array:
   return scale * (weight_x * wide(x) + weight_y * wide(y))
 
 
+def _narrow(x: jax.Array, dtype) -> jax.Array:
+  """``x.astype(dtype)``, bit for bit; float32 to bfloat16 in integer operations.
+
+  XLA:CPU never computes a float32 -> bfloat16 conversion twice, so a rounded value read
+  by two fusions (Adam's two moments, E's average and output) gets a param-sized buffer
+  of its own and one more pass. Rounding to nearest even with ``reduce_precision`` and
+  keeping the upper 16 bits is the same conversion in operations XLA does repeat in each
+  reader. NaNs are made quiet first: the upper half of a NaN whose payload sits in its
+  low bits would read as infinity.
+  """
+  if x.dtype != jnp.float32 or jnp.dtype(dtype) != jnp.bfloat16:
+    return x.astype(dtype)
+  rounded = jax.lax.reduce_precision(jnp.where(jnp.isnan(x), jnp.nan, x),
+                                     exponent_bits=8, mantissa_bits=7)
+  upper = jax.lax.bitcast_convert_type(rounded, jnp.uint32) >> 16
+  return jax.lax.bitcast_convert_type(upper.astype(jnp.uint16), jnp.bfloat16)
+
+
 class ExploreState(NamedTuple):
   """State of `explore`: the moving average of the raw gradients."""
 
   mu: optax.Updates  # m_{k-1}, one tree like params, in the params' dtype.
 
 
-def _explore(alpha: Any, b1: Any, b1_name: str) -> optax.GradientTransformationExtraArgs:
-  """:func:`explore`, with error messages naming E's decay ``b1_name``."""
+def _explore(alpha: Any, b1: Any, b1_name: str,
+             base: Optional[optax.GradientTransformation] = None
+             ) -> optax.GradientTransformationExtraArgs:
+  """:func:`explore`, or ``chain(explore, base)`` when ``base`` is given.
+
+  Error messages name E's decay ``b1_name``. With ``base``, the state is the chain's,
+  ``(ExploreState, base_state)``, and for ``b1 < 0.5`` the new average is computed only
+  after ``base``'s new state (see below).
+  """
   alpha, b1 = _checked_explore(alpha, b1, b1_name)
   # Since g - m_k = b1 (g - m_{k-1}), also ĝ = g + (alpha (1 - b1) / b1)(g - m_k).
   # Reading the new average lets XLA overwrite m in place: when the consumers of ĝ
-  # read m_{k-1}, XLA first copies m (one param-sized copy per step, 3x slower
-  # E + SGD on CPU). Dividing by b1 amplifies m's rounding by 1/b1, so this form
-  # is used for b1 >= 0.5 only, which includes the large-batch preset.
+  # read m_{k-1}, XLA copies m first unless each of them provably runs before m_k is
+  # written (one param-sized copy per step, 3x slower E + SGD on CPU). Dividing by b1
+  # amplifies m's rounding by 1/b1, so this form is used for b1 >= 0.5 only, which
+  # includes the large-batch preset; below, m_k waits for base's new state.
   reads_new_average = not is_tracer(b1) and b1 >= 0.5
+  if base is not None:
+    base = optax.with_extra_args_support(base)
 
-  def init_fn(params: optax.Params) -> ExploreState:
-    return ExploreState(mu=optax.tree.zeros_like(params))
+  def init_fn(params: optax.Params):
+    state = ExploreState(mu=optax.tree.zeros_like(params))
+    return state if base is None else (state, base.init(params))
 
   def update_fn(updates, state, params=None, **extra_args):
-    del params, extra_args
+    explore_state, base_state = (state, None) if base is None else state
     dtype = tree_wide_dtype(updates)
 
     def scalar(value):  # optax.inject_hyperparams traces them in the params' dtype
@@ -167,18 +196,27 @@ def _explore(alpha: Any, b1: Any, b1_name: str) -> optax.GradientTransformationE
       m_new = _combine(m, g, average_weights)
       return jnp.where(jnp.isfinite(g), m_new, m).astype(m.dtype)
 
-    mu = jax.tree.map(averaged, updates, state.mu)
+    mu = explore_state.mu
     if reads_new_average:
-      coefficient, average = coefficient / decay, mu
-    else:
-      average = state.mu
+      mu = jax.tree.map(averaged, updates, mu)
+      coefficient = coefficient / decay
     explore_weights = _weights(1 + coefficient, -coefficient, dtype)
 
     def explored(g, m):
       g_hat = _combine(g, m, explore_weights)
-      return jnp.where(jnp.isfinite(g), g_hat, 0).astype(g.dtype)
+      return _narrow(jnp.where(jnp.isfinite(g), g_hat, 0), g.dtype)
 
-    return jax.tree.map(explored, updates, average), ExploreState(mu=mu)
+    output = jax.tree.map(explored, updates, mu)
+    if base is not None:
+      output, base_state = base.update(output, base_state, params, **extra_args)
+    if not reads_new_average:
+      if base is not None:
+        # m_{k-1} is read by base's new state (moments, momentum); m_k, which XLA writes
+        # into m's donated buffer, comes after it, so no copy of m is needed.
+        base_state, mu = jax.lax.optimization_barrier((base_state, mu))
+      mu = jax.tree.map(averaged, updates, mu)
+    explore_state = ExploreState(mu=mu)
+    return output, (explore_state if base is None else (explore_state, base_state))
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
@@ -305,7 +343,7 @@ def clip_by_global_norm(max_norm: _Scalar) -> optax.GradientTransformationExtraA
     limit = jnp.asarray(max_norm, norm.dtype)
     # `norm <= limit` is False for a NaN norm, so NaN spreads to every leaf.
     scale = jnp.where(norm <= limit, 1, limit / norm)
-    clipped = jax.tree.map(lambda u: (wide(u) * scale).astype(u.dtype), updates)
+    clipped = jax.tree.map(lambda u: _narrow(wide(u) * scale, u.dtype), updates)
     return clipped, state
 
   return optax.GradientTransformationExtraArgs(optax.init_empty_state, update_fn)
@@ -340,19 +378,70 @@ def scale_by_trust_ratio() -> optax.GradientTransformationExtraArgs:
     minutes <https://arxiv.org/abs/1904.00962>`_, ICLR 2020.
   """
 
-  def scaled(u: jax.Array, w: jax.Array) -> jax.Array:
-    u_norm, w_norm = global_norm(u), global_norm(w)
-    both = (w_norm > 0) & (u_norm > 0)
-    ratio = jnp.where(both, w_norm / jnp.where(both, u_norm, 1), 1)
-    return (wide(u) * ratio).astype(u.dtype)
+  def update_fn(updates, state, params=None, **extra_args):
+    del extra_args
+    if params is None:
+      raise ValueError(optax.NO_PARAMS_MSG)
+    return jax.tree.map(_trust_ratio_scaled, updates, params), state
+
+  return optax.GradientTransformationExtraArgs(optax.init_empty_state, update_fn)
+
+
+def _trust_ratio_scaled(u: jax.Array, w: jax.Array, norm_of: Optional[jax.Array] = None
+                        ) -> jax.Array:
+  """``u ‖w‖ / ‖u‖`` (1 if a norm is 0), with ``‖u‖`` taken of ``norm_of`` if given."""
+  u_norm, w_norm = global_norm(u if norm_of is None else norm_of), global_norm(w)
+  both = (w_norm > 0) & (u_norm > 0)
+  ratio = jnp.where(both, w_norm / jnp.where(both, u_norm, 1), 1)
+  return _narrow(wide(u) * ratio, u.dtype)
+
+
+def _scale_by_lamb(b1: _Scalar, b2: _Scalar, eps: _Scalar, weight_decay: _Scalar,
+                   mask: _Mask) -> optax.GradientTransformationExtraArgs:
+  """``chain(optax.scale_by_adam(b1, b2, eps), optax.add_decayed_weights(weight_decay,
+  mask), optax.masked(scale_by_trust_ratio(), mask))``: the same maths and state.
+
+  The trust ratio reads the update ``u = r + λw`` twice, for ``‖u‖`` and to scale it.
+  XLA does not compute the Adam direction ``r`` (a divide, a square root) twice, so a
+  ``u`` read by both gets a param-sized buffer and costs a pass. Here ``‖u‖`` is taken
+  of a second ``r``, recomputed from the new moments behind a barrier that keeps XLA
+  from merging the two.
+  """
+  adam = optax.scale_by_adam(b1=b1, b2=b2, eps=eps)
+  decay = optax.add_decayed_weights(weight_decay, mask)
+
+  def ratio_update(updates, state, params=None, *, norm_of, **extra_args):
+    del extra_args
+    return jax.tree.map(_trust_ratio_scaled, updates, params, norm_of), state
+
+  # mask_compatible_extra_args: norm_of, like params, is masked as the updates are.
+  ratio = optax.masked(
+      optax.GradientTransformationExtraArgs(optax.init_empty_state, ratio_update), mask,
+      mask_compatible_extra_args=True)
+
+  def direction(mu, nu, count):
+    """Adam's output from its new moments, as ``optax.scale_by_adam`` computes it."""
+    mu_hat = optax.tree.bias_correction(mu, b1, count)
+    nu_hat = optax.tree.bias_correction(nu, b2, count)
+    return jax.tree.map(lambda m, v: m / (jnp.sqrt(v + 0.0) + eps), mu_hat, nu_hat)
+
+  def init_fn(params):
+    return adam.init(params), decay.init(params), ratio.init(params)
 
   def update_fn(updates, state, params=None, **extra_args):
     del extra_args
     if params is None:
       raise ValueError(optax.NO_PARAMS_MSG)
-    return jax.tree.map(scaled, updates, params), state
+    adam_state, decay_state, ratio_state = state
+    r, adam_state = adam.update(updates, adam_state)
+    r_again = direction(*jax.lax.optimization_barrier((adam_state.mu, adam_state.nu)),
+                        adam_state.count)
+    u, decay_state = decay.update(r, decay_state, params)
+    u_again, _ = decay.update(r_again, decay_state, params)
+    u, ratio_state = ratio.update(u, ratio_state, params, norm_of=u_again)
+    return u, (adam_state, decay_state, ratio_state)
 
-  return optax.GradientTransformationExtraArgs(optax.init_empty_state, update_fn)
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
 def _matrices(params: optax.Params) -> Any:
@@ -414,10 +503,8 @@ def esgd(
   # Also catches esgd(lr, momentum, alpha, explore_b1), which would pass alpha as
   # nesterov.
   check_bool("nesterov", nesterov)
-  return optax.chain(
-      _explore(alpha, explore_b1, "explore_b1"),
-      optax.sgd(learning_rate, momentum, nesterov),
-  )
+  return _explore(alpha, explore_b1, "explore_b1",
+                  optax.sgd(learning_rate, momentum, nesterov))
 
 
 def eadam(
@@ -468,10 +555,8 @@ def eadam(
   """
   _check_learning_rate(learning_rate)
   _check_adam(b1, b2, eps)
-  return optax.chain(
-      _explore(alpha, explore_b1, "explore_b1"),
-      optax.adam(learning_rate, b1, b2, eps),
-  )
+  return _explore(alpha, explore_b1, "explore_b1",
+                  optax.adam(learning_rate, b1, b2, eps))
 
 
 def eadamw(
@@ -530,11 +615,9 @@ def eadamw(
   _check_adam(b1, b2, eps)
   check_range("weight_decay", weight_decay, 0.0)
   _check_mask(mask)
-  return optax.chain(
-      _explore(alpha, explore_b1, "explore_b1"),
-      optax.adamw(learning_rate, b1, b2, eps, weight_decay=weight_decay,
-                  mask=mask),
-  )
+  return _explore(alpha, explore_b1, "explore_b1",
+                  optax.adamw(learning_rate, b1, b2, eps, weight_decay=weight_decay,
+                              mask=mask))
 
 
 def alto(
@@ -632,11 +715,7 @@ def alto(
   check_range("clip_norm", clip_norm, 0.0, low_open=True)
   if mask is None:
     mask = _matrices
-  return optax.chain(
-      clip_by_global_norm(clip_norm),
-      _explore(alpha, explore_b1, "explore_b1"),
-      optax.scale_by_adam(b1=b1, b2=b2, eps=eps),
-      optax.add_decayed_weights(weight_decay, mask),
-      optax.masked(scale_by_trust_ratio(), mask),
-      optax.scale_by_learning_rate(learning_rate),
-  )
+  lamb = optax.chain(_scale_by_lamb(b1, b2, eps, weight_decay, mask),
+                     optax.scale_by_learning_rate(learning_rate))
+  return optax.chain(clip_by_global_norm(clip_norm),
+                     _explore(alpha, explore_b1, "explore_b1", lamb))

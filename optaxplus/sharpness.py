@@ -309,7 +309,7 @@ def unified_sam(
   (``optax.add_decayed_weights`` inside the base) and clipping act at ``x_t`` on the SAM
   gradient; weight decay is not part of the ascent gradient.
 
-  ``update(grads, state, params, *, grad_fn, **extra_args)``:
+  ``update(grads, state, params, *, grad_fn, sam_step=None, **extra_args)``:
 
   - ``grad_fn(p)`` returns the gradient of the SAME batch at ``p`` (keep the same dropout
     key); it may return ``(grads, aux)``, and ``aux`` is discarded. Models with BatchNorm
@@ -320,11 +320,18 @@ def unified_sam(
     gradient.
   - ``every_k > 1``: only calls with ``count % every_k == 0`` are SAM steps (the first
     call is one); the others hand ``grads`` to the base and do not run ``grad_fn``
-    (``lax.cond``). ``λ`` and ``ρ`` schedules count SAM steps only. On XLA:CPU,
-    convolutions inside a ``lax.cond`` branch run many times slower (see
-    ``benchmarks/RESULTS.md``); there, alternate two jitted steps from Python instead.
-    ``optax.inject_hyperparams`` injects ``every_k`` too, which then always takes the
-    ``lax.cond``; keep it static with ``static_args='every_k'``.
+    (``lax.cond``). ``λ`` and ``ρ`` schedules count SAM steps only (``count //
+    every_k``). ``optax.inject_hyperparams`` injects ``every_k`` too, which then always
+    takes the ``lax.cond``; keep it static with ``static_args='every_k'``.
+  - ``sam_step`` (a Python bool, or None): whether this call is a SAM step, fixed when
+    the step is traced, with no ``lax.cond``: a loop in Python alternates two compiled
+    steps, ``jax.jit(step, static_argnames='sam_step')`` called with ``sam_step=(i %
+    every_k == 0)`` at its ``i``-th call (``optaxplus.training.make_train_step`` passes
+    it on). It must follow the ``every_k`` schedule, which still numbers the SAM steps
+    for ``ρ`` and ``λ``. On XLA:CPU, convolutions inside a ``lax.cond`` branch run many
+    times slower (``benchmarks/RESULTS.md``), so there ``sam_step`` is what makes
+    ``every_k`` pay; ``None`` (the default) decides from ``count``, inside any jitted
+    loop.
   - ``axis_name`` (inside ``shard_map``, ``pmap`` or ``vmap``; a tuple of names for
     several axes): ``grads`` is the device's LOCAL gradient, each device perturbs with
     its own gradient (m-sharpness with ``m`` = the per-device batch) and the gradient
@@ -364,7 +371,7 @@ def unified_sam(
     TypeError: ``base_optimizer`` is not an ``optax.GradientTransformation``; a
       hyperparameter is not a real number (a bool, None, a list, a non-scalar array),
       ``every_k`` is not whole, ``adaptive`` not a bool or ``axis_name`` not a str,
-      tuple of str or None.
+      tuple of str or None; from ``update``, ``sam_step`` not a Python bool or None.
     ValueError: a number out of range, NaN or inf, or an unknown ``lam`` string.
 
   Examples:
@@ -407,7 +414,12 @@ def unified_sam(
         count=jnp.zeros([], jnp.int32), base_state=base_optimizer.init(params)
     )
 
-  def update_fn(updates, state, params=None, *, grad_fn=None, **extra_args):
+  def update_fn(updates, state, params=None, *, grad_fn=None, sam_step=None,
+                **extra_args):
+    if sam_step is not None and not isinstance(sam_step, bool):
+      raise TypeError(
+          'sam_step must be True, False or None: a Python bool fixed when the step is '
+          f'traced (jax.jit(..., static_argnames="sam_step")), got {sam_step!r}.')
     if grad_fn is None:
       raise TypeError(
           'unified_sam needs the gradient function of the current batch: call '
@@ -424,7 +436,9 @@ def unified_sam(
       e, _ = perturbation.update(updates, SAMPerturbationState(count=sam_count), params)
       return _gradient_from(grad_fn, optax.apply_updates(params, e), updates)
 
-    if isinstance(every_k, int) and every_k == 1:
+    if sam_step is not None:
+      grads = sam_gradient() if sam_step else updates
+    elif isinstance(every_k, int) and every_k == 1:
       grads = sam_gradient()
     else:
       grads = jax.lax.cond(state.count % every_k == 0, sam_gradient, lambda: updates)

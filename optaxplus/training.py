@@ -247,9 +247,15 @@ def make_train_step(loss_fn: Callable[..., Any], *, has_aux: bool = False,
       ``grad_fn`` accumulates the same way.
 
   Returns:
-    ``train_step(state, batch, rng=None) -> (state, metrics)`` with ``metrics`` holding
-    ``loss``, ``grad_norm`` (of the averaged gradient), ``step_size`` when the optimizer
-    state has exactly one scalar ``step_size`` field, and ``aux`` with ``has_aux``.
+    ``train_step(state, batch, rng=None, *, sam_step=None) -> (state, metrics)`` with
+    ``metrics`` holding ``loss``, ``grad_norm`` (of the averaged gradient), ``step_size``
+    when the optimizer state has exactly one scalar ``step_size`` field, and ``aux``
+    with ``has_aux``. ``sam_step`` reaches the optimizer when it is not None: for
+    ``unified_sam(..., every_k=k)`` trained from a Python loop, jit the step with
+    ``static_argnames='sam_step'`` and pass ``sam_step=(i % k == 0)`` at the ``i``-th
+    call. Two steps are compiled, with and without the second gradient, instead of one
+    with a ``lax.cond`` (inside which XLA:CPU runs convolutions many times slower); keep
+    the default None inside a jitted loop (``lax.scan``), where SAM chooses in-graph.
 
   Raises:
     TypeError: an option of the wrong type, or (while tracing, before compilation)
@@ -324,7 +330,7 @@ def make_train_step(loss_fn: Callable[..., Any], *, has_aux: bool = False,
                          grad_sum, params)
     return (loss_sum / accumulation_steps, (model_state, aux)), grads
 
-  def train_step(state, batch, rng=None):
+  def train_step(state, batch, rng=None, *, sam_step=None):
     if has_rng and rng is None:
       raise ValueError('has_rng=True: call train_step(state, batch, rng).')
     if rng is not None and axis_name is not None:
@@ -352,9 +358,10 @@ def make_train_step(loss_fn: Callable[..., Any], *, has_aux: bool = False,
         perturbed_grads = jax.lax.pmean(perturbed_grads, axis_name)
       return perturbed_grads
 
+    schedule = {} if sam_step is None else {'sam_step': sam_step}
     state = state.apply_gradients(
         grads=local_grads if local_gradients else grads, value=loss, grad_fn=grad_fn,
-        model_state=model_state)
+        model_state=model_state, **schedule)
     metrics = {'loss': loss, 'grad_norm': global_norm(grads)}
     step_size = _step_size(state.opt_state)
     if step_size is not None:

@@ -280,6 +280,39 @@ def test_every_k_runs_grad_fn_only_on_sam_steps():
   assert_close_to_reference(params, expected)
 
 
+def test_static_sam_step_matches_the_cond_schedule_without_a_cond():
+  """sam_step fixed at trace time: two compiled steps, neither with a conditional."""
+  tx = unified_sam(optax.sgd(LR, momentum=0.9), 0.1, '1/t', every_k=3)
+
+  def step(params, state, x, y, sam_step):
+    grads = jax.grad(loss_fn)(params, x, y)
+    updates, state = tx.update(grads, state, params, sam_step=sam_step,
+                               grad_fn=lambda p: jax.grad(loss_fn)(p, x, y))
+    return optax.apply_updates(params, updates), state
+
+  params = nested(FLAT_PARAMS)
+  state = tx.init(params)
+  for sam_step in (True, False):
+    jaxpr = str(jax.make_jaxpr(step, static_argnums=4)(params, state, XS[0], YS[0],
+                                                        sam_step))
+    assert 'cond' not in jaxpr
+  jitted = jax.jit(step, static_argnames='sam_step')
+  for i in range(STEPS):
+    params, state = jitted(params, state, XS[i], YS[i], sam_step=i % 3 == 0)
+  assert jitted._cache_size() == 2
+  expected = reference.run(FLAT_PARAMS, reference_grad_fn, reference.SGDMomentum(LR, 0.9),
+                           STEPS, rho=0.1, lam='1/t', every_k=3)
+  assert_close_to_reference(params, expected)
+
+
+@pytest.mark.parametrize('sam_step', [1, np.True_, jnp.array(True), 'yes'])
+def test_sam_step_must_be_a_python_bool(sam_step):
+  tx = unified_sam(optax.sgd(LR), every_k=2)
+  params = nested(FLAT_PARAMS)
+  with pytest.raises(TypeError, match='sam_step must be True, False or None'):
+    tx.update(params, tx.init(params), params, grad_fn=lambda p: p, sam_step=sam_step)
+
+
 class TestJitAndNoJit(chex.TestCase):
 
   @chex.variants(with_jit=True, without_jit=True)

@@ -148,6 +148,31 @@ def test_grad_fn_is_the_gradient_on_the_same_batch_and_keeps_one_pass_of_statist
   chex.assert_trees_all_close(new.model_state, clean_state)
 
 
+def test_static_sam_step_alternates_two_compiled_steps_as_every_k_does():
+  """sam_step from Python: the every_k=3 trajectory from steps without a conditional."""
+  state, batch, loss_fn = _cnn_problem(unified_sam(optax.sgd(0.1, momentum=0.9), 0.05,
+                                                   every_k=3))
+  train_step = training.make_train_step(loss_fn, has_aux=True, has_state=True)
+  for sam_step in (True, False):
+    jaxpr = jax.make_jaxpr(lambda s, b: train_step(s, b, sam_step=sam_step))(state, batch)
+    assert 'cond' not in str(jaxpr)
+  in_graph = jax.jit(train_step)
+  static = jax.jit(train_step, static_argnames='sam_step')
+  expected = got = state
+  for i in range(6):
+    expected, expected_metrics = in_graph(expected, batch)
+    got, metrics = static(got, batch, sam_step=i % 3 == 0)
+    chex.assert_trees_all_close((got.params, got.opt_state, got.model_state, metrics),
+                                (expected.params, expected.opt_state,
+                                 expected.model_state, expected_metrics),
+                                rtol=1e-5, atol=1e-7)
+  # ...and the schedule matters: SAM on every call gives other parameters.
+  always, _ = static(state, batch, sam_step=True)
+  for _ in range(5):
+    always, _ = static(always, batch, sam_step=True)
+  assert not np.allclose(jax.tree.leaves(always.params)[0], jax.tree.leaves(got.params)[0])
+
+
 def test_non_scalar_loss_raises_before_compilation():
   state, batch, loss_fn = _linear_problem(polyak.momsps())
   per_example = lambda params, batch: (batch['x'] @ params['w'] - batch['y']) ** 2
