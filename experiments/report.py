@@ -217,9 +217,11 @@ def _sentence(arm: str, reference: str, c, chosen: dict, metric: str) -> str:
   ref = f"{reference} ({chosen[reference]['label']})"
   if c.verdict in ("better", "worse"):
     return f"- **{arm}** is {c.verdict} than {ref}: {what}."
+  if c.verdict == "diverged" and not c.n:
+    return f"- **{arm}** diverged on every seed ({c.num_diverged}): not compared with {ref}."
   if c.verdict == "diverged":
-    return (f"- **{arm}** diverged on {c.num_diverged} seed(s), so it is not compared "
-            f"with {ref} on those; on the rest: {what}.")
+    return (f"- **{arm}** diverged on {c.num_diverged} seed(s), left out of the comparison "
+            f"with {ref}; on the other seeds: {what}.")
   return f"- **{arm}** vs {ref}: {c.verdict}; {what}."
 
 
