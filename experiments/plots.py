@@ -36,13 +36,14 @@ def _plot_curves(ax, configs, split, key, ylabel, log=False, clip_above_start=Fa
   """Mean over seeds with a min-max band; ``clip_above_start``: the y axis stops at 3x
   the median starting value, so one run that blows up does not flatten the others."""
   starts = []
-  for c in configs:
+  for i, c in enumerate(configs):  # one colour per config in every panel
     curve = _mean_curve(c, split, key)
     if curve is None:
+      ax.plot([], [], color=f"C{i}", label=f"{c['label']} (no {split} curve)")
       continue
     steps, mean, lo, hi = curve
-    (line,) = ax.plot(steps, mean, label=c["label"], lw=1.2)
-    ax.fill_between(steps, lo, hi, color=line.get_color(), alpha=0.15, lw=0)
+    ax.plot(steps, mean, color=f"C{i}", label=c["label"], lw=1.2)
+    ax.fill_between(steps, lo, hi, color=f"C{i}", alpha=0.15, lw=0)
     if np.isfinite(mean[0]):
       starts.append(mean[0])
   ax.set_xlabel("step")
