@@ -19,7 +19,7 @@ def get_config():
   config.checkpoint_every = 150
   config.sweep = default.sweep_block(
       name="explore_small_batch",
-      seeds=(0, 1, 2),
+      seeds=(0, 1, 2, 3, 4),
       metric="accuracy",
       reference="sgd-momentum",
       description=("Batch 32. E (alpha=0.5, explore_b1=0.01) rewrites the gradient "

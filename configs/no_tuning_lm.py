@@ -11,7 +11,7 @@ def get_config():
   config.checkpoint_every = 100
   config.sweep = no_tuning_cnn.get_config().sweep
   config.sweep.name = "no_tuning_lm"
-  config.sweep.seeds = (0, 1, 2)  # 3 seeds: the gaps here are many standard deviations
+  config.sweep.seeds = (0, 1, 2, 3, 4)
   config.sweep.metric = "perplexity"
   config.sweep.arms[-2]["grid"] = (("optimizer.learning_rate", (0.03, 0.1, 0.3, 1.0, 3.0)),)
   config.sweep.arms[-1]["grid"] = (("optimizer.learning_rate", (3e-4, 1e-3, 3e-3, 1e-2)),)
