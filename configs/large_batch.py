@@ -19,7 +19,7 @@ def get_config():
   config.checkpoint_every = 50
   config.sweep = default.sweep_block(
       name="large_batch",
-      seeds=(0, 1, 2),
+      seeds=(0, 1, 2, 3, 4),
       metric="accuracy",
       reference="lamb",
       description=("Batch 1,152 = the whole training split, 150 steps. ALTO = E "
