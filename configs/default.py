@@ -3,8 +3,7 @@
 ``python -m experiments.train --config configs/default.py`` trains the base run below;
 ``python -m experiments.sweep --config configs/default.py`` runs the default suite in
 ``config.sweep`` (MomSPS at its defaults against SGD-momentum and Adam at two learning
-rates each, 3 seeds; a few minutes on 2 CPU cores). Every other config imports this one
-and overrides a few keys.
+rates each, 3 seeds). Every other config imports this one and overrides a few keys.
 """
 
 import ml_collections
@@ -65,7 +64,9 @@ def get_config(optimizer: str = ""):
 
   # The default suite (experiments.sweep). Arms: `label`, an `optimizer` block (name and
   # the keys that differ from its defaults), optional `sam` keys, `overrides` (dotted key
-  # -> value) and `grid` ((dotted key, values) pairs, Cartesian product).
+  # -> value), `grid` ((dotted key, values) pairs, Cartesian product; the grid point is
+  # chosen on validation) and `reference` (the arm it is compared with: default
+  # sweep.reference, "" for none).
   config.sweep = sweep_block(
       name="default",
       untuned=("momsps (defaults)",),
