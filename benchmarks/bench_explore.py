@@ -18,26 +18,18 @@ E's own cost is eadam − adam: the target is ≤ 2 passes (one read + one write
 Each figure is the fastest of interleaved repeats, in wall-clock and in process CPU time
 (all threads); the floor divides by the copy pass's bandwidth measured the same way. On
 a machine shared with other jobs the CPU-time ratios are the steadier estimate. XLA's own
-count of the bytes the compiled ``update`` alone accesses (``cost_analysis()``: without
-``apply_updates``, and a tree read by two fusions counts twice) follows the table; it does
-not depend on the machine's load.
+count of the bytes the compiled, donated ``update + apply_updates`` accesses follows the
+table (``benchmarks/bytes_accessed.py``, which explains XLA:CPU's floors); it does not
+depend on the machine's load.
 """
 
 import argparse
 
-import jax
 import optax
 
+from benchmarks import bytes_accessed
 from benchmarks import update_timing
 from optaxplus.exploration import alto, eadam
-
-
-def xla_update_passes(tx: optax.GradientTransformation, params, grads) -> float:
-  """Bytes XLA counts for one jitted ``update``, in param-sized passes."""
-  compiled = jax.jit(tx.update).lower(grads, tx.init(params), params).compile()
-  analysis = compiled.cost_analysis()
-  analysis = analysis[0] if isinstance(analysis, list) else analysis
-  return analysis['bytes accessed'] / update_timing.tree_bytes(params)
 
 
 def main():
@@ -76,8 +68,8 @@ def main():
         f'param-sized passes by wall clock, '
         f'{2 * (cpu[eadam_name] - cpu[adam]) / cpu["copy"]:.2f} by CPU time (floor 2)')
   for name, _, tx in candidates:
-    print(f'XLA bytes accessed by the {name} update alone: '
-          f'{xla_update_passes(tx, params, grads):.2f} param-sized passes')
+    print(f'XLA bytes accessed by the {name} update + apply_updates: '
+          f'{bytes_accessed.measure(tx, params, {}).passes:.2f} param-sized passes')
 
 if __name__ == '__main__':
   main()

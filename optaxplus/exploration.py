@@ -648,10 +648,14 @@ def alto(
   5. other tensors (biases, norm scales): :math:`w \leftarrow w - \eta r`,
      with no trust ratio.
 
-  It is ``chain(clip_by_global_norm(clip_norm), explore(alpha, explore_b1),
-  optax.scale_by_adam(b1, b2, eps), optax.add_decayed_weights(weight_decay,
-  mask), optax.masked(scale_by_trust_ratio(), mask),
-  optax.scale_by_learning_rate(learning_rate))``. Defaults are the reference
+  It computes ``chain(clip_by_global_norm(clip_norm), explore(alpha,
+  explore_b1), optax.scale_by_adam(b1, b2, eps),
+  optax.add_decayed_weights(weight_decay, mask), optax.masked(
+  scale_by_trust_ratio(), mask), optax.scale_by_learning_rate(learning_rate))``,
+  in fewer passes over memory: the trust ratio's :math:`\lVert r + \lambda w
+  \rVert` is taken of an Adam direction recomputed from the new moments, so the
+  update is never held in a buffer of its own, and the state nests as ``(clip,
+  (explore, ((adam, decay, mask), learning rate)))``. Defaults are the reference
   factory's (``betas=(0.99, 0.9, 0.99), alpha=-5, eps=1e-6,
   weight_decay=1e-4``), i.e. E's large-batch preset ``alpha=-5,
   explore_b1=0.99``; ``b1, b2`` are named and ordered as in ``optax.lamb``,
