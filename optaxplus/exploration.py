@@ -212,7 +212,9 @@ def _explore(alpha: Any, b1: Any, b1_name: str,
     if not reads_new_average:
       if base is not None:
         # m_{k-1} is read by base's new state (moments, momentum); m_k, which XLA writes
-        # into m's donated buffer, comes after it, so no copy of m is needed.
+        # into m's donated buffer, is made to come after it, so that m needs no copy.
+        # This holds where XLA keeps barriers until copy insertion; XLA:CPU drops them
+        # before, and copies m (benchmarks/RESULTS.md).
         base_state, mu = jax.lax.optimization_barrier((base_state, mu))
       mu = jax.tree.map(averaged, updates, mu)
     explore_state = ExploreState(mu=mu)
@@ -423,7 +425,7 @@ def _scale_by_lamb(b1: _Scalar, b2: _Scalar, eps: _Scalar, weight_decay: _Scalar
     """Adam's output from its new moments, as ``optax.scale_by_adam`` computes it."""
     mu_hat = optax.tree.bias_correction(mu, b1, count)
     nu_hat = optax.tree.bias_correction(nu, b2, count)
-    return jax.tree.map(lambda m, v: m / (jnp.sqrt(v + 0.0) + eps), mu_hat, nu_hat)
+    return jax.tree.map(lambda m, v: m / (jnp.sqrt(v + 0.0) + eps), mu_hat, nu_hat)  # eps_root 0
 
   def init_fn(params):
     return adam.init(params), decay.init(params), ratio.init(params)
