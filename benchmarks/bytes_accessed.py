@@ -36,6 +36,10 @@ class Case(NamedTuple):
   make: Callable[[], optax.GradientTransformation]
   extra: dict
   target: dict  # dtype name -> maximal param-sized passes; empty for optax peers
+  # XLA:CPU copies the optimizer state: E with explore_b1 < 0.5 reads its old average
+  # after the new one is written, and XLA:CPU drops the optimization barrier that orders
+  # the two before it inserts copies (+2 passes). Compilers that keep the barrier need none.
+  copies_state_on_cpu: bool = False
 
 
 VALUE = {'value': jnp.float32(2.0)}
@@ -55,10 +59,11 @@ CASES = (
     Case('optaxplus.esgd (alpha=-5, b1=0.99)',
          lambda: optaxplus.esgd(0.1, alpha=-5.0, explore_b1=0.99), {}, BOTH(7.05)),
     Case('optaxplus.esgd (alpha=0.5, b1=0.01)',
-         lambda: optaxplus.esgd(0.1, alpha=0.5, explore_b1=0.01), {}, BOTH(7.05)),
+         lambda: optaxplus.esgd(0.1, alpha=0.5, explore_b1=0.01), {}, BOTH(9.05),
+         copies_state_on_cpu=True),
     Case('optaxplus.esgd (momentum=0.9, b1=0.01)',
          lambda: optaxplus.esgd(0.1, momentum=0.9, alpha=0.5, explore_b1=0.01), {},
-         BOTH(10.05)),
+         BOTH(12.05), copies_state_on_cpu=True),
     Case('optax.sgd', lambda: optax.sgd(0.1), {}, {}),
     Case('optax.sgd (momentum=0.9)', lambda: optax.sgd(0.1, momentum=0.9), {}, {}),
     Case('optaxplus.eadam', lambda: optaxplus.eadam(1e-3), {}, BOTH(15.05)),

@@ -41,8 +41,9 @@ def test_passes_at_target(name, dtype):
 @pytest.mark.parametrize('name', [case.name for case in bytes_accessed.CASES
                                   if case.name.startswith('optaxplus')])
 def test_no_param_sized_copies_nor_host_work(name, dtype):
+  case = next(case for case in bytes_accessed.CASES if case.name == name)
   result = measurement(name, dtype)
-  assert result.copies == 0
+  assert (result.copies > 0) == case.copies_state_on_cpu  # a fix there must lower its target
   assert result.host_ops == ()
 
 
