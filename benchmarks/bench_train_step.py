@@ -121,10 +121,7 @@ def main():
       'make_train_step, optaxplus alto': builder_run(alto(1e-3)),
   }
   best, _ = update_timing.interleaved_best(runs, args.repeats)
-  sizes = sum(x.size for x in jax.tree.leaves(params))
-  print(f'{jax.devices()[0].platform}: {jax.devices()[0].device_kind}, jax {jax.__version__}, '
-        f'ResNet width {args.width}, {sizes / 1e6:.2f}M params, batch {args.batch} × '
-        f'{args.image}×{args.image}×3')
+  print(describe_setup(params, args))
   print('| train step | ms | compared with | ratio |')
   print('|---|---:|---|---:|')
   baselines = {'make_train_step, optaxplus momsps': 'make_train_step, optax.sgd(momentum=0.9)',
@@ -135,6 +132,15 @@ def main():
     baseline = baselines.get(name)
     compared = f'{baseline} | {seconds / best[baseline]:.3f}×' if baseline else ' | '
     print(f'| {name} | {1e3 * seconds:.2f} | {compared} |')
+
+
+def describe_setup(params, args) -> str:
+  """One line: the device, JAX, the model's size and the batch."""
+  sizes = sum(x.size for x in jax.tree.leaves(params))
+  return (f'{jax.devices()[0].platform}: {jax.devices()[0].device_kind}, jax {jax.__version__}, '
+          f'ResNet width {args.width}, {sizes / 1e6:.2f}M params, batch {args.batch} × '
+          f'{args.image}×{args.image}×3')
+
 
 def every_k_table(model, params, model_state, loss_fn, batch, args):
   """k chained steps per call: plain, SAM every step, and every_k=k both ways."""
@@ -166,10 +172,7 @@ def every_k_table(model, params, model_state, loss_fn, batch, args):
           block(unified_sam(base, 0.05, every_k=k), in_graph, lambda i: {}),
   }
   wall, cpu = update_timing.interleaved_best(runs, args.repeats)
-  sizes = sum(x.size for x in jax.tree.leaves(params))
-  print(f'{jax.devices()[0].platform}: {jax.devices()[0].device_kind}, jax {jax.__version__}, '
-        f'ResNet width {args.width}, {sizes / 1e6:.2f}M params, batch {args.batch} × '
-        f'{args.image}×{args.image}×3, {k} chained steps per call')
+  print(describe_setup(params, args) + f', {k} chained steps per call')
   print('| steps | wall ms / step | × plain (wall) | CPU ms / step | × plain (CPU) |')
   print('|---|---:|---:|---:|---:|')
   plain = next(iter(runs))
