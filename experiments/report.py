@@ -214,7 +214,8 @@ def _sentence(arm: str, reference: str, c, chosen: dict, metric: str) -> str:
   digits = 2 if metric == "accuracy" else 3
   what = (f"test {metric} {stats.format_interval(c, digits)}{_unit(metric)} "
           f"(n={c.n} seeds, Holm p={_p(c.p_holm)})")
-  ref = f"{reference} ({chosen[reference]['label']})"
+  label = chosen[reference]["label"]
+  ref = reference if label == reference else f"{reference} ({label})"
   if c.verdict in ("better", "worse"):
     return f"- **{arm}** is {c.verdict} than {ref}: {what}."
   if c.verdict == "diverged" and not c.n:

@@ -122,8 +122,8 @@ def test_diverged_runs_and_a_probe_that_is_off():
   all_configs = text.split("## All configs")[1]
   assert "| sgd | 3 |" in all_configs and "| sps (1 of 3 diverged) | 3 |" in all_configs
   assert all_configs.count("| off |") == 2
-  assert "- **sps** diverged on 1 seed(s), left out of the comparison with sgd (sgd); on " \
-         "the other seeds: test accuracy " in text
+  assert "- **sps** diverged on 1 seed(s), left out of the comparison with sgd; on the " \
+         "other seeds: test accuracy " in text
   # A config with a diverged seed ranks below every config without one.
   good = _config("sps b", "sps", [0.5, 0.5, 0.5], [0.5, 0.5, 0.5])
   assert report.choose([bad, good], "accuracy")["sps"]["label"] == "sps b"
