@@ -2,12 +2,16 @@
 
 The whole 1,152-image training split is one batch (full-batch training); ALTO at its
 large-batch defaults (alpha=-5, explore_b1=0.99), LAMB with the same global-norm clipping
-(1.0), each over a learning-rate grid, each arm's rate chosen on validation.
+(1.0), each over a learning-rate grid, each arm's rate chosen on validation; then each
+trained 3x longer at that rate.
 """
 
 from configs import default
 
 LAMB_LEARNING_RATES = (3e-4, 1e-3, 3e-3, 1e-2, 3e-2)
+# The rate each arm's 150-step grid chose on validation (the same for all three), for
+# the 450-step arms: an arm's config of a suite cannot depend on another's results.
+CHOSEN_AT_150_STEPS = {"alto": 3e-3, "lamb": 3e-3, "adam": 3e-3}
 
 
 def get_config():
@@ -25,7 +29,9 @@ def get_config():
       description=("Batch 1,152 = the whole training split, 150 steps. ALTO = E "
                    "(alpha=-5, explore_b1=0.99) inside LAMB (b1=0.9, b2=0.99, wd 1e-4 "
                    "on matrices), clip 1.0; LAMB: optax.lamb (b1=0.9, b2=0.999, wd 1e-4 "
-                   "on matrices) after the same clipping; Adam: optax.adam."),
+                   "on matrices) after the same clipping; Adam: optax.adam. The "
+                   "`450 steps` arms train 3x longer at the rate each arm's grid chose "
+                   "on validation, and are compared with LAMB at 450 steps."),
       arms=[
           dict(label="alto", optimizer=dict(name="alto"),
                grid=(("optimizer.learning_rate", LAMB_LEARNING_RATES),)),
@@ -33,6 +39,11 @@ def get_config():
                grid=(("optimizer.learning_rate", LAMB_LEARNING_RATES),)),
           dict(label="adam", optimizer=dict(name="adam"),
                grid=(("optimizer.learning_rate", (1e-3, 3e-3, 1e-2)),)),
+      ] + [  # 3x longer at the rates chosen on validation; compared with LAMB's
+          dict(label=f"{name} 450 steps", reference="" if name == "lamb" else
+               "lamb 450 steps", optimizer=dict(name=name, learning_rate=rate),
+               overrides={"num_steps": 450, "eval_every": 150, "checkpoint_every": 150})
+          for name, rate in CHOSEN_AT_150_STEPS.items()
       ],
   )
   return config
