@@ -107,8 +107,8 @@ def _polyak_step(rule: _StepRule, **hyperparams: Any) -> optax.GradientTransform
     check_range(name, value, **_RANGES[name])
 
   def init_fn(params):
-    zero = jnp.zeros([], tree_wide_dtype(params))
-    return PolyakStepState(jnp.zeros([], jnp.int32), zero, zero, zero)
+    dtype = tree_wide_dtype(params)  # one array per field, so the state can be donated
+    return PolyakStepState(jnp.zeros([], jnp.int32), *(jnp.zeros([], dtype) for _ in range(3)))
 
   def update_fn(updates, state, params=None, *, value=None, **extra_args):
     del params, extra_args
