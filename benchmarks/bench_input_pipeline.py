@@ -23,21 +23,11 @@ import jax
 from configs import default, large_batch, stdlib_lm
 from experiments import data as data_lib
 from experiments import train as train_lib
-from optaxplus import training
 
 
 def _setup(config):
-  dataset = data_lib.load(config)
-  batches = data_lib.BatchIterator(dataset, config.batch_size, 0, config.context_length)
-  model_key = (config.model.to_json(), config.context_length, dataset.num_classes)
-  model_fns = train_lib._model_functions(*model_key)  # pylint: disable=protected-access
-  train_fns = train_lib._train_functions(  # pylint: disable=protected-access
-      *model_key, config.optimizer.to_json(), config.sam.to_json(), config.schedule, 1, 1)
-  variables = model_fns.init(jax.random.key(0), batches.batch(0)["x"][:1])
-  params = variables.pop("params")
-  state = training.TrainState.create(apply_fn=model_fns.model.apply, params=params,
-                                     tx=train_fns.tx, model_state=dict(variables))
-  return batches, train_fns.train_step, state
+  setup = train_lib.create_run(config, data_lib.load(config))
+  return setup.batches, setup.fns.train_step, setup.state
 
 
 def _time(fn, steps):

@@ -95,7 +95,8 @@ def _train_functions(model_key: tuple, optimizer_json: str, sam_json: str, sched
       batches_per_epoch=batches_per_epoch, total_steps=total_steps, schedule=schedule)
   step = training.make_train_step(_model_functions(*model_key).loss_fn, has_aux=True,
                                   has_state=True)
-  return types.SimpleNamespace(tx=tx, train_step=jax.jit(step, donate_argnums=0))
+  return types.SimpleNamespace(
+      tx=tx, train_step=jax.jit(step, donate_argnums=0, static_argnames="sam_step"))
 
 
 def create_train_state(config, dataset: data_lib.Dataset, mesh, batches):
@@ -203,8 +204,8 @@ class _Run:
   def time(self) -> float:
     return self.elapsed + time.perf_counter() - self.t0
 
-  def step(self, train_step, batch) -> None:
-    self.state, metrics = train_step(self.state, batch)
+  def step(self, train_step, batch, sam_step: bool | None) -> None:
+    self.state, metrics = train_step(self.state, batch, sam_step=sam_step)
     flat = {**metrics, **metrics["aux"]}
     self.window.append({k: flat[k] for k in self.keys})
 
@@ -236,6 +237,14 @@ class _Run:
     if self.config.checkpoint_every and int(self.state.step) > self.saved:
       self.save()
     raise Interrupted(int(self.state.step))
+
+
+def sam_step_at(config, step: int) -> bool | None:
+  """Whether ``step`` is a SAM step, decided in Python so that ``every_k > 1`` compiles
+  a SAM step and a plain one instead of a ``lax.cond`` (None: no choice to make)."""
+  if not config.sam.enabled or config.sam.every_k == 1:
+    return None
+  return step % config.sam.every_k == 0
 
 
 def _diverged(record: dict, threshold: float) -> bool:
@@ -282,8 +291,9 @@ def _train(config, setup, run: _Run, start: int, stop) -> int | None:
         run.stop()
       if config.stop_after_steps and step >= config.stop_after_steps:
         raise _StoppedForTesting()
-      run.step(setup.fns.train_step, jax.device_put(setup.batches.batch(step),
-                                                    setup.sharding))
+      run.step(setup.fns.train_step,
+               jax.device_put(setup.batches.batch(step), setup.sharding),
+               sam_step_at(config, step))
       done = step + 1
       if done % config.log_every == 0 or done == config.num_steps:
         record = run.log_train(done)
