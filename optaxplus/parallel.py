@@ -15,6 +15,21 @@ into a jitted step over the ``axis_name`` axis of a ``jax.sharding.Mesh``:
 step on a state stacked once per device and a batch reshaped to ``(devices, -1, ...)``;
 ``pmap`` is in maintenance mode, so prefer the two paths above.
 
+FSDP (fully sharded data parallel; Rajbhandari et al., ZeRO, SC 2020): on a 2-D mesh
+``('data', 'fsdp')``, :func:`fsdp_sharding` shards every large leaf of the train state
+(params and the optimizer state, which optaxplus keeps shaped like the params) over
+``fsdp``; ``data_parallel(step, mesh, axis_name=('data', 'fsdp'), state_sharding=...)``
+splits the batch over both axes and keeps the state in those shardings from step to
+step. XLA gathers each param where the forward and backward passes need it and
+reduce-scatters its gradient, so the optimizer updates its own shard only::
+
+  mesh = jax.make_mesh((2, 4), ('data', 'fsdp'))
+  create = lambda: TrainState.create(apply_fn=None, params=init(key), tx=momsps())
+  sharding = fsdp_sharding(jax.eval_shape(create), mesh)
+  state = jax.jit(create, out_shardings=sharding)()  # never whole on one device
+  step = data_parallel(make_train_step(loss_fn), mesh, axis_name=('data', 'fsdp'),
+                       state_sharding=sharding, donate_state=True)
+
 Multi-host (the recipe tests/test_multihost.py runs with 2 processes): in every process
 call ``jax.distributed.initialize(coordinator_address, num_processes, process_id)`` first
 (on CPU after ``jax.config.update('jax_cpu_collectives_implementation', 'gloo')``), build
@@ -27,28 +42,45 @@ from every process.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Union
 
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from optaxplus._checks import check_bool
+from optaxplus._checks import check_range
 
-__all__ = ['data_parallel', 'shard_batch']
+__all__ = ['data_parallel', 'fsdp_sharding', 'shard_batch']
 
-
-def _check_axis(mesh: Mesh, axis_name: str) -> None:
-  if axis_name not in mesh.axis_names:
-    raise ValueError(
-        f'the mesh has no axis {axis_name!r} (its axes are {mesh.axis_names}); build it '
-        f'with e.g. jax.make_mesh((jax.device_count(),), ({axis_name!r},)).')
+AxisName = Union[str, tuple[str, ...]]
 
 
-def _local_axis_size(mesh: Mesh, axis_name: str) -> int:
-  """How many shards of the ``axis_name`` axis this process holds."""
-  return mesh.shape[axis_name] * len(mesh.local_devices) // mesh.devices.size
+def _axis_names(axis_name: AxisName) -> tuple[str, ...]:
+  return axis_name if isinstance(axis_name, tuple) else (axis_name,)
+
+
+def _check_axis(mesh: Mesh, axis_name: AxisName) -> None:
+  names = _axis_names(axis_name)
+  if not names or not all(isinstance(name, str) for name in names):
+    raise TypeError(f'axis_name must be a mesh axis name (a str) or a non-empty tuple of '
+                    f'them, got {type(axis_name).__name__} {axis_name!r}.')
+  for name in names:
+    if name not in mesh.axis_names:
+      raise ValueError(
+          f'the mesh has no axis {name!r} (its axes are {mesh.axis_names}); build it '
+          f'with e.g. jax.make_mesh((jax.device_count(),), ({name!r},)).')
+
+
+def _axis_size(mesh: Mesh, axis_name: AxisName) -> int:
+  return int(np.prod([mesh.shape[name] for name in _axis_names(axis_name)]))
+
+
+def _local_axis_size(mesh: Mesh, axis_name: AxisName) -> int:
+  """How many shards of the ``axis_name`` axes this process holds."""
+  return _axis_size(mesh, axis_name) * len(mesh.local_devices) // mesh.devices.size
 
 
 def _check_batch(batch: Any, mesh: Mesh, axis_name: str) -> None:
@@ -56,12 +88,12 @@ def _check_batch(batch: Any, mesh: Mesh, axis_name: str) -> None:
     shape = np.shape(leaf)
     # A global array is checked whole; host data is this process's slice.
     is_global = isinstance(leaf, jax.Array) and not leaf.is_fully_addressable
-    shards = mesh.shape[axis_name] if is_global else _local_axis_size(mesh, axis_name)
+    shards = _axis_size(mesh, axis_name) if is_global else _local_axis_size(mesh, axis_name)
     if not shape or shape[0] % shards:
       raise ValueError(
           f'batch leaf {jax.tree_util.keystr(path)} has shape {shape}: its leading '
           f'(batch) dimension must be divisible by the {shards} devices (of this '
-          f'process) on mesh axis {axis_name!r}.')
+          f'process) on mesh axes {axis_name!r}.')
 
 
 def _place(x: Any, sharding: NamedSharding, path: Any) -> Any:
@@ -79,7 +111,7 @@ def _place(x: Any, sharding: NamedSharding, path: Any) -> Any:
   return jax.device_put(x, sharding)
 
 
-def shard_batch(batch: Any, mesh: Mesh, axis_name: str = 'data') -> Any:
+def shard_batch(batch: Any, mesh: Mesh, axis_name: AxisName = 'data') -> Any:
   """Places a batch on ``mesh``, split along its leading axis over ``axis_name``.
 
   In a multi-process run each process passes its own slice of the global batch (rows
@@ -89,7 +121,8 @@ def shard_batch(batch: Any, mesh: Mesh, axis_name: str = 'data') -> Any:
   Args:
     batch: a pytree of arrays with a common leading (batch) dimension.
     mesh: the device mesh.
-    axis_name: the mesh axis the batch is split over.
+    axis_name: the mesh axis the batch is split over, or a tuple of axes (e.g.
+      ``('data', 'fsdp')``): split over all of them, the first outermost.
 
   Returns:
     The batch as ``jax.Array`` s with sharding ``NamedSharding(mesh, P(axis_name))``.
@@ -119,6 +152,78 @@ def shard_batch(batch: Any, mesh: Mesh, axis_name: str = 'data') -> Any:
   return jax.tree.map(put, batch)
 
 
+def _fsdp_spec(shape: tuple[int, ...], axis_name: AxisName, shards: int,
+               min_size: int, current: PartitionSpec) -> PartitionSpec:
+  """``current`` with its largest free dimension divisible by ``shards`` on the axis."""
+  spec = list(current) + [None] * (len(shape) - len(current))
+  used = {name for entry in spec if entry is not None
+          for name in (entry if isinstance(entry, tuple) else (entry,))}
+  free = [d for d in range(len(shape)) if spec[d] is None and shape[d] % shards == 0]
+  if (int(np.prod(shape, dtype=np.int64)) < min_size or not free
+      or used & set(_axis_names(axis_name))):
+    return current
+  spec[max(free, key=lambda d: shape[d])] = axis_name  # ties: the first such dimension
+  return PartitionSpec(*spec)
+
+
+def fsdp_sharding(tree: Any, mesh: Mesh, axis_name: AxisName = 'fsdp', *,
+                  min_size: int = 2 ** 14) -> Any:
+  """Shardings for fully sharded data parallel (FSDP): large leaves split over ``axis_name``.
+
+  Every leaf with at least ``min_size`` elements is split over the ``axis_name`` axis of
+  ``mesh`` along its largest dimension that the axis size divides (the first such
+  dimension on ties); the others (scalars such as step counters and Polyak step sizes,
+  biases, norm scales, leaves with no divisible dimension) are replicated. A leaf that
+  already has a ``NamedSharding`` on ``mesh`` (e.g. tensor parallel over a ``model``
+  axis) keeps it and is split over ``axis_name`` along one of its unsharded dimensions.
+  As optaxplus optimizer states hold moment trees shaped like the params, passing a
+  whole train state shards the params and the optimizer state alike (ZeRO stage 3).
+
+  Args:
+    tree: any pytree of arrays or ``jax.ShapeDtypeStruct`` s: Linen params, a whole
+      ``TrainState`` (its static fields are not leaves), ``jax.eval_shape`` of a
+      function creating one, an NNX ``State``.
+    mesh: the device mesh.
+    axis_name: the mesh axis to shard over, or a tuple of axes (split over all of them).
+    min_size: leaves with fewer elements are replicated, a whole number >= 1: gathering
+      a small leaf costs more in latency than it saves in memory.
+
+  Returns:
+    A pytree of ``NamedSharding`` with the structure of ``tree``, for ``jax.jit``'s
+    ``in_shardings``/``out_shardings``, ``jax.device_put`` or ``data_parallel``'s
+    ``state_sharding``.
+
+  Raises:
+    TypeError: ``axis_name`` is not a str or tuple of str, or ``min_size`` not a whole
+      number.
+    ValueError: ``mesh`` has no ``axis_name`` axis, or ``min_size < 1``.
+
+  Examples:
+    >>> import jax, jax.numpy as jnp
+    >>> mesh = jax.make_mesh((1, jax.device_count()), ('data', 'fsdp'))
+    >>> params = {'kernel': jnp.zeros((16, 256)), 'bias': jnp.zeros(256)}
+    >>> shardings = fsdp_sharding(params, mesh, min_size=1024)
+    >>> shardings['kernel'].spec, shardings['bias'].spec
+    (P(None, 'fsdp'), P())
+
+  References:
+    Rajbhandari, Rasley, Ruwase & He, `ZeRO: Memory Optimizations Toward Training
+    Trillion Parameter Models <https://arxiv.org/abs/1910.02054>`_, SC 2020.
+  """
+  _check_axis(mesh, axis_name)
+  check_range('min_size', min_size, 1, integer=True)
+  shards = _axis_size(mesh, axis_name)
+
+  def sharding(x):
+    current = getattr(x, 'sharding', None)
+    spec = (current.spec if isinstance(current, NamedSharding) and current.mesh == mesh
+            else PartitionSpec())
+    shape = tuple(getattr(x, 'shape', np.shape(x)))
+    return NamedSharding(mesh, _fsdp_spec(shape, axis_name, shards, int(min_size), spec))
+
+  return jax.tree.map(sharding, tree)
+
+
 def _state_shardings(state: Any, mesh: Mesh, keep_sharded: bool) -> Any:
   """Each leaf's sharding on ``mesh``: kept if already a ``NamedSharding`` there, else replicated."""
   replicated = NamedSharding(mesh, PartitionSpec())
@@ -132,36 +237,64 @@ def _state_shardings(state: Any, mesh: Mesh, keep_sharded: bool) -> Any:
   return jax.tree.map(sharding, state)
 
 
-def data_parallel(train_step: Callable[..., Any], mesh: Mesh, *, axis_name: str = 'data',
+def _check_state_sharding(state: Any, state_sharding: Any, mesh: Mesh) -> None:
+  """Raises unless ``state_sharding`` has the structure of ``state``, on ``mesh``."""
+  if jax.tree.structure(state) != jax.tree.structure(state_sharding):
+    raise ValueError(
+        'state_sharding must have the structure of the state (e.g. fsdp_sharding(state, '
+        f'mesh)); got {jax.tree.structure(state_sharding)} for a state of structure '
+        f'{jax.tree.structure(state)}.')
+  for path, sharding in jax.tree_util.tree_leaves_with_path(state_sharding):
+    if not isinstance(sharding, NamedSharding) or sharding.mesh != mesh:
+      raise ValueError(f'state_sharding{jax.tree_util.keystr(path)} must be a '
+                       f'NamedSharding on the mesh, got {sharding!r}.')
+
+
+def data_parallel(train_step: Callable[..., Any], mesh: Mesh, *,
+                  axis_name: AxisName = 'data', state_sharding: Any = None,
                   donate_state: bool = False) -> Callable[..., Any]:
-  """Jits ``train_step(state, batch, *args)`` for data parallel over a mesh axis.
+  """Jits ``train_step(state, batch, *args)`` for data parallel over mesh axes.
 
   A step built by ``make_train_step`` without ``axis_name`` runs under ``jax.jit`` with
   the global view; one built with ``axis_name=axis_name`` runs under ``jax.shard_map``
   (state replicated, batch split). Both give the numbers of one device on the global
   batch (``shard_map`` with per-device SAM, by design, does not). The returned step
-  places the state (replicated, or as sharded as it already is on this mesh, for the
-  global view) and the batch (via :func:`shard_batch`) before calling the compiled
-  step, and its outputs keep those shardings, so they are stable across steps.
-  Further positional ``args`` (e.g. a PRNG key) are replicated.
+  places the state and the batch (via :func:`shard_batch`) before calling the compiled
+  step, and its outputs keep those shardings, so they are stable across steps. The
+  state is placed with ``state_sharding`` when given (global view only; e.g. from
+  :func:`fsdp_sharding`: FSDP), else replicated, or as sharded as it already is on
+  this mesh for the global view. Further positional ``args`` (e.g. a PRNG key) are
+  replicated.
 
   Args:
-    train_step: ``train_step(state, batch, *args) -> (state, metrics)``; a step from
-      ``make_train_step`` says through its ``axis_name`` attribute which path it needs.
+    train_step: ``train_step(state, batch, *args, sam_step=None) -> (state, metrics)``;
+      a step from ``make_train_step`` says through its ``axis_name`` attribute which
+      path it needs.
     mesh: the device mesh, e.g. ``jax.make_mesh((jax.device_count(),), ('data',))``.
-    axis_name: the mesh axis the batch is split over.
+    axis_name: the mesh axis the batch is split over, or a tuple of axes: for FSDP
+      ``('data', 'fsdp')``, so that the devices sharing the state's shards each take
+      their own rows of the batch.
+    state_sharding: ``None``, or a pytree of ``NamedSharding`` on ``mesh`` with the
+      structure of the state: the compiled step takes and returns the state with
+      exactly these shardings (nothing is resharded between steps).
     donate_state: donate the input state's buffers to the output (saves memory; the
       state passed in cannot be used afterwards).
 
   Returns:
-    ``step(state, batch, *args) -> (state, metrics)``.
+    ``step(state, batch, *args, sam_step=None) -> (state, metrics)``. ``sam_step``
+    (True, False or None) reaches ``train_step`` when not None, for
+    ``unified_sam(..., every_k=k)`` driven from Python: ``sam_step=(i % k == 0)`` at
+    the ``i``-th call; one step is compiled per value.
 
   Raises:
-    TypeError: ``train_step`` is not callable or ``donate_state`` not a bool.
-    ValueError: the mesh lacks ``axis_name``, the step was built for another axis, a
-      batch leading dimension is not divisible by the devices on the axis, state
-      leaves are committed to devices outside the mesh, or (``shard_map``) the step's
-      outputs differ across devices; all before compilation.
+    TypeError: ``train_step`` is not callable, ``donate_state`` not a bool,
+      ``axis_name`` not a str or tuple of str; from ``step``, ``sam_step`` not a bool or
+      None.
+    ValueError: the mesh lacks ``axis_name``, the step was built for another axis,
+      ``state_sharding`` with a ``shard_map`` step or of another structure than the
+      state, a batch leading dimension is not divisible by the devices on the axis,
+      state leaves are committed to devices outside the mesh, or (``shard_map``) the
+      step's outputs differ across devices; all before compilation.
 
   Examples:
     >>> import jax, jax.numpy as jnp, optax
@@ -185,17 +318,25 @@ def data_parallel(train_step: Callable[..., Any], mesh: Mesh, *, axis_name: str 
     raise ValueError(
         f'the train step averages over axis {step_axis!r} but data_parallel splits the '
         f'batch over {axis_name!r}; build the step with axis_name={axis_name!r} or None.')
+  if step_axis is not None and state_sharding is not None:
+    raise ValueError(
+        'state_sharding needs a global-view train step (make_train_step without '
+        f'axis_name): under shard_map the step would see only its shard of each leaf.')
   replicated = NamedSharding(mesh, PartitionSpec())
   batch_sharding = NamedSharding(mesh, PartitionSpec(axis_name))
   compiled = {}
 
-  def build(state, num_args):
-    state_shardings = _state_shardings(state, mesh, keep_sharded=step_axis is None)
-    if step_axis is None:
-      body = train_step
+  def build(state, num_args, sam_step):
+    if state_sharding is None:
+      state_shardings = _state_shardings(state, mesh, keep_sharded=step_axis is None)
     else:
+      _check_state_sharding(state, state_sharding, mesh)
+      state_shardings = state_sharding
+    body = (train_step if sam_step is None
+            else functools.partial(train_step, sam_step=sam_step))
+    if step_axis is not None:
       body = jax.shard_map(
-          train_step, mesh=mesh,
+          body, mesh=mesh,
           in_specs=(PartitionSpec(), PartitionSpec(axis_name)) + (PartitionSpec(),) * num_args,
           out_specs=PartitionSpec(),
           # With varying-value checks a state that is not the same on every device (an
@@ -207,11 +348,13 @@ def data_parallel(train_step: Callable[..., Any], mesh: Mesh, *, axis_name: str 
                      donate_argnums=(0,) if donate_state else ())
     return state_shardings, jitted
 
-  def step(state, batch, *args):
+  def step(state, batch, *args, sam_step=None):
+    if sam_step is not None and not isinstance(sam_step, bool):
+      raise TypeError(f'sam_step must be True, False or None, got {sam_step!r}.')
     batch = shard_batch(batch, mesh, axis_name)
-    key = (jax.tree.structure(state), len(args))
+    key = (jax.tree.structure(state), len(args), sam_step)
     if key not in compiled:
-      compiled[key] = build(state, len(args))
+      compiled[key] = build(state, len(args), sam_step)
     state_shardings, jitted = compiled[key]
     state = jax.tree_util.tree_map_with_path(
         lambda path, x, s: _place(x, s, path), state, state_shardings)

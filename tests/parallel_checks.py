@@ -21,7 +21,7 @@ from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from optaxplus import checkpoint, parallel, polyak, training  # noqa: E402
-from optaxplus.exploration import alto  # noqa: E402
+from optaxplus.exploration import alto, eadam, esgd  # noqa: E402
 from optaxplus.sharpness import unified_sam  # noqa: E402
 from tests.references import sharpness as sam_reference  # noqa: E402
 
@@ -313,6 +313,128 @@ def checkpoint_restores_onto_the_mesh_and_continues_bit_identically():
     state, _ = step(state, batch)
   for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(straight), strict=True):
     np.testing.assert_array_equal(a, b)
+
+
+FSDP_OPTIMIZERS = {
+    'momsps': polyak.momsps,
+    'sam_momsps': lambda: unified_sam(polyak.momsps(), rho=0.05),
+    'alto': lambda: alto(1e-2),
+    'eadam': lambda: eadam(1e-2),
+    'esgd': lambda: esgd(1e-2, momentum=0.9),
+}
+
+
+def fsdp_mesh():
+  return jax.make_mesh((2, 4), ('data', 'fsdp'), axis_types=(AxisType.Auto,) * 2)
+
+
+def fsdp_state(make_tx, mesh):
+  """The train state created inside jit, straight into its FSDP shardings (min_size=8)."""
+  create = lambda: new_state(make_tx())
+  sharding = parallel.fsdp_sharding(jax.eval_shape(create), mesh, min_size=8)
+  return jax.jit(create, out_shardings=sharding)(), sharding
+
+
+def shardings_of(tree):
+  return jax.tree.map(lambda x: x.sharding, tree)
+
+
+def make_fsdp_check(name, make_tx):
+  def fsdp_equivalence():
+    mesh = fsdp_mesh()
+    single_state, single_losses = run_single(make_tx())
+    state, sharding = fsdp_state(make_tx, mesh)
+    # w1 (4, 8) and w2 (8, 2) are split on their 8-long dimension, b2 (2,) is replicated.
+    assert sharding.params['w1'].spec == P(None, 'fsdp'), sharding.params['w1']
+    assert sharding.params['w2'].spec == P('fsdp', None), sharding.params['w2']
+    assert sharding.params['b2'].spec == P(), sharding.params['b2']
+    assert shardings_of(state) == sharding
+    step = parallel.data_parallel(training.make_train_step(mlp_loss), mesh,
+                                  axis_name=('data', 'fsdp'), state_sharding=sharding,
+                                  donate_state=True)
+    losses = []
+    for batch in BATCHES:
+      previous = state
+      state, metrics = step(state, batch)
+      losses.append(metrics['loss'])
+      # Donated and returned with the shardings it came in: no resharding between steps.
+      assert previous.params['w1'].is_deleted()
+      assert shardings_of(state) == sharding, (shardings_of(state), sharding)
+    assert state.params['w1'].addressable_shards[0].data.shape == (4, 2)
+    assert_close(np.array(losses), single_losses)
+    assert_close(state.params, single_state.params)
+    assert_close(state.opt_state, single_state.opt_state)
+  fsdp_equivalence.__name__ = f'fsdp_equivalence_{name}'
+  return fsdp_equivalence
+
+
+for _name, _make_tx in FSDP_OPTIMIZERS.items():
+  check(make_fsdp_check(_name, _make_tx))
+
+
+@check
+def fsdp_shards_the_optimizer_state_like_the_params():
+  mesh = fsdp_mesh()
+  _, sharding = fsdp_state(FSDP_OPTIMIZERS['eadam'], mesh)
+  sharded = [jax.tree_util.keystr(path) for path, s in
+             jax.tree_util.tree_leaves_with_path(sharding.opt_state) if s.spec != P()]
+  # E's average and Adam's two moments, each for w1, b1 and w2.
+  assert len(sharded) == 9, sharded
+
+
+@check
+def fsdp_errors_before_compilation():
+  mesh = fsdp_mesh()
+  state, sharding = fsdp_state(polyak.momsps, mesh)
+  expect_error(lambda: parallel.data_parallel(
+      training.make_train_step(mlp_loss, axis_name='data'), mesh, state_sharding=sharding),
+      'global-view train step')
+  step = parallel.data_parallel(training.make_train_step(mlp_loss), mesh,
+                                state_sharding=sharding.params)
+  expect_error(lambda: step(state, BATCHES[0]), 'structure of the state')
+  expect_error(lambda: parallel.data_parallel(
+      training.make_train_step(mlp_loss), mesh, axis_name=('data', 'model')),
+      "no axis 'model'")
+
+
+def every_k_tx():
+  return unified_sam(polyak.momsps(), rho=0.05, every_k=2)
+
+
+@check
+def sam_step_reaches_the_train_step():
+  single_state, single_losses = run_single(every_k_tx(), steps=4)
+  mesh = fsdp_mesh()
+  runs = {}
+  state, sharding = fsdp_state(every_k_tx, mesh)
+  runs['fsdp'] = state, parallel.data_parallel(
+      training.make_train_step(mlp_loss), mesh, axis_name=('data', 'fsdp'),
+      state_sharding=sharding)
+  runs['shard_map'] = new_state(every_k_tx()), parallel.data_parallel(
+      training.make_train_step(mlp_loss, axis_name='data'), MESH)
+  for how, (state, step) in runs.items():
+    losses = []
+    for i, batch in enumerate(BATCHES[:4]):
+      state, metrics = step(state, batch, sam_step=i % 2 == 0)
+      losses.append(metrics['loss'])
+    try:
+      assert_close(np.array(losses), single_losses)
+      assert_close(state.params, single_state.params)
+    except AssertionError as error:
+      raise AssertionError(f'{how}: {error}') from None
+  # A wrong schedule is a different run (so the check above can fail).
+  state = new_state(every_k_tx())
+  for batch in BATCHES[:4]:
+    state, _ = runs['shard_map'][1](state, batch, sam_step=False)
+  difference = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(
+      jax.tree.leaves(state.params), jax.tree.leaves(single_state.params)))
+  assert difference > 1e-4, difference
+  try:
+    runs['shard_map'][1](state, BATCHES[0], sam_step=1)
+  except TypeError as error:
+    assert 'sam_step must be True, False or None' in str(error), error
+  else:
+    raise AssertionError('sam_step=1 accepted')
 
 
 def main():
