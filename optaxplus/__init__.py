@@ -1,9 +1,9 @@
 """optaxplus: optimizer building blocks from recent optimization research, as optax transforms.
 
-Modules: ``polyak`` (SPS and MomSPS step sizes), ``sharpness`` (Unified SAM), ``exploration``
-(the adaptor E and ALTO), ``accumulation`` (``multi_steps``), ``training`` / ``parallel`` /
-``checkpoint`` (Flax train steps, data parallel, orbax checkpoints). Everything public is
-re-exported here.
+Modules: ``polyak`` (SPS and MomSPS step sizes), ``preconditioned`` (PSPS and SANIA,
+preconditioned Polyak steps), ``sharpness`` (Unified SAM), ``exploration`` (the adaptor E
+and ALTO), ``accumulation`` (``multi_steps``), ``training`` / ``parallel`` / ``checkpoint``
+(Flax train steps, data parallel, orbax checkpoints). Everything public is re-exported here.
 
 The optimizers need only JAX, optax, chex and NumPy. The training layer is imported on
 first use: ``TrainState``, ``make_train_step``, ``nnx_grad_fn`` and the checkpoints need the
@@ -34,6 +34,17 @@ from optaxplus.polyak import scale_by_decsps
 from optaxplus.polyak import scale_by_sps
 from optaxplus.polyak import scale_by_sps_smooth
 from optaxplus.polyak import sps
+from optaxplus.preconditioned import DiagonalPreconditionerState
+from optaxplus.preconditioned import PreconditionedPolyakState
+from optaxplus.preconditioned import psps
+from optaxplus.preconditioned import sania
+from optaxplus.preconditioned import scale_by_adagrad_preconditioner
+from optaxplus.preconditioned import scale_by_adagrad_sqr
+from optaxplus.preconditioned import scale_by_adam_preconditioner
+from optaxplus.preconditioned import scale_by_adam_sqr
+from optaxplus.preconditioned import scale_by_hutchinson
+from optaxplus.preconditioned import scale_by_preconditioned_polyak
+from optaxplus.preconditioned import scale_by_sania
 from optaxplus.sharpness import SAMPerturbationState
 from optaxplus.sharpness import UnifiedSAMState
 from optaxplus.sharpness import asam
@@ -63,6 +74,11 @@ __all__ = [
     'PolyakStepState', 'adasps', 'decsps', 'momadasps', 'momdecsps', 'momsps',
     'momsps_smooth', 'scale_by_adasps', 'scale_by_decsps', 'scale_by_sps',
     'scale_by_sps_smooth', 'sps',
+    # preconditioned
+    'DiagonalPreconditionerState', 'PreconditionedPolyakState', 'psps', 'sania',
+    'scale_by_adagrad_preconditioner', 'scale_by_adagrad_sqr', 'scale_by_adam_preconditioner',
+    'scale_by_adam_sqr', 'scale_by_hutchinson', 'scale_by_preconditioned_polyak',
+    'scale_by_sania',
     # sharpness
     'SAMPerturbationState', 'UnifiedSAMState', 'asam', 'sam', 'sam_perturbation',
     'unified_sam', 'usam',
