@@ -1,9 +1,11 @@
-"""Default config: a small ResNet on the scikit-learn digits, and the default suite.
+"""Default config: a small 1-D ResNet on MNIST-1D, and the default suite.
 
 ``python -m experiments.train --config configs/default.py`` trains the base run below;
 ``python -m experiments.sweep --config configs/default.py`` runs the default suite in
-``config.sweep`` (MomSPS at its defaults against SGD-momentum and Adam at two learning
-rates each, 3 seeds). Every other config imports this one and overrides a few keys.
+``config.sweep``, a slice of suite 1 (``configs/no_tuning.py``): MomSPS at its defaults
+against SGD-momentum and Adam with warm-up + cosine schedules over small learning-rate
+grids chosen on validation, 3 seeds. Every other config imports this one and overrides a
+few keys.
 """
 
 import ml_collections
@@ -21,14 +23,15 @@ def get_config(optimizer: str = ""):
 
   # Data. The validation split (for choosing hyperparameters) is carved from the training
   # data with `data_seed`; the test split is fixed. See experiments/data.py.
-  config.dataset = "digits"  # 'digits' | 'stdlib_chars'
+  # 'mnist1d' (4,000 train) | 'mnist1d_40k' | 'teacher_student' | 'digits' | 'stdlib_chars'
+  config.dataset = "mnist1d"
   config.data_seed = 0
   config.context_length = 64  # characters per example of 'stdlib_chars'
   config.max_chars = 0  # truncate the character corpus (0: all of it)
 
   # Model: 'mlp' uses `hidden`, 'cnn' `stage_features`, 'transformer' width/depth/num_heads.
   config.model = ml_collections.ConfigDict(dict(
-      name="cnn", hidden=(64, 64), stage_features=(16, 32), width=64, depth=2,
+      name="cnn", hidden=(64, 64), stage_features=(32, 64), width=64, depth=2,
       num_heads=4))
 
   # Optimizer: `name` plus that optimizer's hyperparameters (see
@@ -37,7 +40,9 @@ def get_config(optimizer: str = ""):
   config.optimizer = optimizers.default_config("sgd", learning_rate=0.1, momentum=0.9)
   if optimizer:
     config.optimizer = optimizers.default_config(optimizer)
-  config.schedule = "constant"  # 'constant' | 'cosine' (where there is a learning_rate)
+  # 'constant' | 'cosine': linear warm-up over the first 5% of the steps, then cosine
+  # decay to 0 (applied where the optimizer has a learning_rate).
+  config.schedule = "constant"
   # Unified SAM around the optimizer (lam: a number, '1/t' or '1-1/t').
   config.sam = ml_collections.ConfigDict(dict(
       enabled=False, rho=0.05, lam="1.0", adaptive=False, every_k=1))
@@ -45,16 +50,16 @@ def get_config(optimizer: str = ""):
   # Training.
   config.batch_size = 64  # global batch, split over `num_devices`
   config.num_devices = 1  # 0: all local devices
-  config.num_steps = 440  # ~24 epochs of the 1,152 training digits
+  config.num_steps = 400  # ~7 epochs of the 3,600 MNIST-1D training examples
   config.seed = 0  # initialisation and batch order (paired across the arms of a suite)
-  config.log_every = 10  # steps per logged (averaged) train record
-  config.eval_every = 110  # steps between validation/test evaluations (and at the end)
-  config.eval_batch_size = 512
-  config.train_eval_examples = 1152  # fixed training subset for the final train loss
+  config.log_every = 25  # steps per logged (averaged) train record
+  config.eval_every = 200  # steps between validation/test evaluations (and at the end)
+  config.eval_batch_size = 1000
+  config.train_eval_examples = 1000  # fixed training subset for the final train loss
   # Diverged: a logged train loss (mean over log_every steps) not finite or above this;
   # training stops there. Cross-entropy starts at ln(classes) <= 4.9 here.
   config.divergence_threshold = 1000.0
-  config.checkpoint_every = 110  # 0: never checkpoint (then Ctrl-C cannot resume)
+  config.checkpoint_every = 200  # 0: never checkpoint (then Ctrl-C cannot resume)
   config.stop_after_steps = 0  # >0: stop there as if killed (resume testing)
   config.progress_bar = True  # shown only on a TTY
 
@@ -71,14 +76,16 @@ def get_config(optimizer: str = ""):
       name="default",
       untuned=("momsps (defaults)",),
       reference="sgd-momentum",
-      description="MomSPS at its defaults against two learning rates of SGD-momentum "
-                  "and of Adam.",
+      description="A slice of suite 1 (configs/no_tuning.py): MomSPS at its defaults "
+                  "against SGD-momentum (3 learning rates) and Adam (2), both with "
+                  "warm-up + cosine schedules, each rate chosen on validation.",
       arms=[
           dict(label="momsps (defaults)", optimizer=dict(name="momsps")),
           dict(label="sgd-momentum", optimizer=dict(name="sgd", momentum=0.9),
-               grid=(("optimizer.learning_rate", (0.03, 0.3)),)),
-          dict(label="adam", optimizer=dict(name="adam"),
-               grid=(("optimizer.learning_rate", (1e-3, 1e-2)),)),
+               overrides={"schedule": "cosine"},
+               grid=(("optimizer.learning_rate", (0.03, 0.1, 0.3)),)),
+          dict(label="adam", optimizer=dict(name="adam"), overrides={"schedule": "cosine"},
+               grid=(("optimizer.learning_rate", (1e-3, 3e-3)),)),
       ],
   )
   return config

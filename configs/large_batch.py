@@ -1,49 +1,60 @@
-"""Suite 3a (ALTO paper): ALTO vs LAMB vs Adam at the largest batch the digits allow.
+"""Suite 3 (ALTO paper): large batch on MNIST-1D-40k, ALTO vs ALTO without E.
 
-The whole 1,152-image training split is one batch (full-batch training); ALTO at its
-large-batch defaults (alpha=-5, explore_b1=0.99), LAMB with the same global-norm clipping
-(1.0), each over a learning-rate grid, each arm's rate chosen on validation; then each
-trained 3x longer at that rate.
+Batch 4,096 of the 36,000 training signals (8 steps an epoch) against a batch-256
+reference, the same 20-epoch budget (160 and 2,800 steps), warm-up + cosine schedules
+for every arm, an MLP (256, 256). Arms, each over 3 learning rates chosen on validation:
+``alto`` at its defaults (E with alpha=-5, explore_b1=0.99, inside its LAMB: b1=0.9,
+b2=0.99, weight decay 1e-4 on matrices, trust ratio on matrices, clip 1), ``alto`` with
+alpha=-10, ``alto`` with alpha=0 (E off: the same LAMB, the ablation the headline compares
+with), optax.lamb (b1=0.9, b2=0.999, trust ratio on every tensor) after the same
+clipping, Adam and E-Adam (alpha=-5) at batch 4,096, and Adam at batch 256.
 """
 
 from configs import default
 
-LAMB_LEARNING_RATES = (3e-4, 1e-3, 3e-3, 1e-2, 3e-2)
-# The rate each arm's 150-step grid chose on validation (the same for all three), for
-# the 450-step arms: an arm's config of a suite cannot depend on another's results.
-CHOSEN_AT_150_STEPS = {"alto": 3e-3, "lamb": 3e-3, "adam": 3e-3}
+LAMB_LEARNING_RATES = (3e-3, 1e-2, 3e-2)
+ADAM_LEARNING_RATES = (1e-3, 3e-3, 1e-2)
+NO_E = "alto α=0 (no E)"
 
 
 def get_config():
   config = default.get_config()
-  config.batch_size = 1152
-  config.num_steps = 150
+  config.dataset = "mnist1d_40k"
+  config.model.name = "mlp"
+  config.model.hidden = (256, 256)
+  config.schedule = "cosine"
+  config.batch_size = 4096
+  config.num_steps = 160  # 20 epochs of 8 batches
   config.log_every = 5
-  config.eval_every = 50
-  config.checkpoint_every = 50
+  config.eval_every = 40
+  config.checkpoint_every = 40
+  config.eval_batch_size = 2000
+  config.train_eval_examples = 4000
+  lr = "optimizer.learning_rate"
+  small_batch = {"batch_size": 256, "num_steps": 2800, "log_every": 50,
+                 "eval_every": 700, "checkpoint_every": 700}
   config.sweep = default.sweep_block(
       name="large_batch",
       seeds=(0, 1, 2, 3, 4),
       metric="accuracy",
-      reference="lamb",
-      description=("Batch 1,152 = the whole training split, 150 steps. ALTO = E "
-                   "(alpha=-5, explore_b1=0.99) inside LAMB (b1=0.9, b2=0.99, wd 1e-4 "
-                   "on matrices), clip 1.0; LAMB: optax.lamb (b1=0.9, b2=0.999, wd 1e-4 "
-                   "on matrices) after the same clipping; Adam: optax.adam. The "
-                   "`450 steps` arms train 3x longer at the rate each arm's grid chose "
-                   "on validation, and are compared with LAMB at 450 steps."),
+      reference=NO_E,
+      description=("Batch 4,096 (160 steps) vs 256 (2,800 steps), 20 epochs of "
+                   "MNIST-1D-40k, warm-up (5%) + cosine. ALTO and ALTO α=-10 are "
+                   "compared with ALTO α=0 (E off, the same LAMB); optax.lamb too (the "
+                   "LAMB variant); E-Adam with Adam; Adam at 4,096 with Adam at 256."),
       arms=[
-          dict(label="alto", optimizer=dict(name="alto"),
-               grid=(("optimizer.learning_rate", LAMB_LEARNING_RATES),)),
-          dict(label="lamb", optimizer=dict(name="lamb"),
-               grid=(("optimizer.learning_rate", LAMB_LEARNING_RATES),)),
-          dict(label="adam", optimizer=dict(name="adam"),
-               grid=(("optimizer.learning_rate", (1e-3, 3e-3, 1e-2)),)),
-      ] + [  # 3x longer at the rates chosen on validation; compared with LAMB's
-          dict(label=f"{name} 450 steps", reference="" if name == "lamb" else
-               "lamb 450 steps", optimizer=dict(name=name, learning_rate=rate),
-               overrides={"num_steps": 450, "eval_every": 150, "checkpoint_every": 150})
-          for name, rate in CHOSEN_AT_150_STEPS.items()
+          dict(label="alto", optimizer=dict(name="alto"), grid=((lr, LAMB_LEARNING_RATES),)),
+          dict(label="alto α=-10", optimizer=dict(name="alto", alpha=-10.0),
+               grid=((lr, LAMB_LEARNING_RATES),)),
+          dict(label=NO_E, optimizer=dict(name="alto", alpha=0.0),
+               grid=((lr, LAMB_LEARNING_RATES),)),
+          dict(label="lamb", optimizer=dict(name="lamb"), grid=((lr, LAMB_LEARNING_RATES),)),
+          dict(label="adam", optimizer=dict(name="adam"), reference="adam batch 256",
+               grid=((lr, ADAM_LEARNING_RATES),)),
+          dict(label="eadam", optimizer=dict(name="eadam"), reference="adam",
+               grid=((lr, ADAM_LEARNING_RATES),)),
+          dict(label="adam batch 256", optimizer=dict(name="adam"), reference="",
+               overrides=small_batch, grid=((lr, (3e-4, 1e-3, 3e-3)),)),
       ],
   )
   return config

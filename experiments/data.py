@@ -1,6 +1,19 @@
-"""Datasets that ship with the project's dependencies, and a resumable batch iterator.
+"""Datasets generated or shipped with the project's dependencies; a resumable batch iterator.
 
 Nothing is downloaded:
+
+* ``mnist1d`` / ``mnist1d_40k``: MNIST-1D (Greydanus, 2020), 1-D signals of the ten digit
+  templates under random padding, scaling, translation, correlated and i.i.d. noise and
+  shear, 40 features and 10 classes. Made by the ``mnist1d`` package's generator
+  (``make_dataset`` with its default ``get_dataset_args()``, seed 42; ``get_dataset``,
+  which downloads, is never called) with 5,000 (the published data set) or 50,000
+  examples: 80% train, 20% test (the package's split). A validation split of 10% of the
+  training examples is drawn with the data seed. Generated arrays are cached in
+  ``<tmp>/optaxplus/data`` (the 50,000 take ~10 s to generate).
+* ``teacher_student``: regression on the outputs of a fixed random ReLU MLP (the
+  teacher, 20 inputs, hidden 32) of Gaussian inputs, learnt by a wider student; the
+  targets are the teacher's exact outputs, so a student that can represent the teacher
+  interpolates and the loss minimum is exactly 0 (the setting Polyak steps assume).
 
 * ``digits``: the 8x8 handwritten digits bundled with scikit-learn
   (``sklearn.datasets.load_digits``; 1,797 images, 10 classes). A fixed stratified split
@@ -28,6 +41,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import random
+import tempfile
 
 import numpy as np
 
@@ -35,16 +50,28 @@ DIGITS_TEST_SIZE = 357
 DIGITS_VALIDATION_SIZE = 288
 STDLIB_TEST_FRACTION = 0.1
 STDLIB_BLOCKS = 10  # of the training text, one of which is the validation split
-# Files of the character corpus, in order. Plain prose-like code with docstrings.
-STDLIB_FILES = ("textwrap.py", "functools.py", "os.py", "dataclasses.py", "argparse.py")
+# Files of the character corpus, in order: code with docstrings, about 1.0 million
+# characters on Python 3.11.
+STDLIB_FILES = ("textwrap.py", "functools.py", "os.py", "dataclasses.py", "argparse.py",
+                "inspect.py", "typing.py", "enum.py", "pathlib.py", "collections/__init__.py",
+                "subprocess.py", "logging/__init__.py", "random.py", "tempfile.py",
+                "shutil.py", "contextlib.py")
 VOCAB_SIZE = 128  # ASCII; any other character becomes '?'.
+MNIST1D_SIZES = {"mnist1d": 5_000, "mnist1d_40k": 50_000}  # examples generated, 80% train
+MNIST1D_VALIDATION_FRACTION = 0.1  # of the training examples
+# Teacher-student regression: input dimension, teacher width, examples per split.
+TEACHER_INPUTS, TEACHER_HIDDEN = 20, 32
+TEACHER_SPLITS = {"train": 4096, "validation": 1024, "test": 1024}
 
-DATASETS = ("digits", "stdlib_chars")
+DATASETS = ("mnist1d", "mnist1d_40k", "teacher_student", "digits", "stdlib_chars")
 
 
 @dataclasses.dataclass(frozen=True)
 class Dataset:
-  """In-memory arrays of one dataset; ``kind`` is 'classification' or 'language_model'.
+  """In-memory arrays of one dataset.
+
+  ``kind`` is 'classification', 'regression' (``*_y`` float targets, ``num_classes`` the
+  output dimension) or 'language_model'.
 
   For language models ``train_y`` is the training text and ``train_x`` the start offsets
   of its training windows (see :meth:`BatchIterator.batch`); the validation and test
@@ -90,6 +117,91 @@ def load_digits(flatten: bool = False, data_seed: int = 0) -> Dataset:
   fingerprint = hashlib.sha256(raw.images.tobytes()).hexdigest()[:16]
   return Dataset("digits", "classification", train_x, train_y, validation_x, validation_y,
                  test_x, test_y, 10, fingerprint)
+
+
+def _cache_dir() -> str:
+  return os.path.join(tempfile.gettempdir(), "optaxplus", "data")
+
+
+def _mnist1d_arrays(num_samples: int) -> dict[str, np.ndarray]:
+  """The ``mnist1d`` package's generator at its default arguments, ``num_samples`` examples.
+
+  It draws from the global ``random`` and ``numpy.random`` states (seeding them with the
+  arguments' seed, 42); both are restored afterwards.
+  """
+  from mnist1d.data import get_dataset_args, make_dataset  # pylint: disable=import-outside-toplevel
+
+  args = get_dataset_args()
+  args.num_samples = num_samples
+  python_state, numpy_state = random.getstate(), np.random.get_state()
+  try:
+    raw = make_dataset(args)
+  finally:
+    random.setstate(python_state)
+    np.random.set_state(numpy_state)
+  return {k: raw[k] for k in ("x", "y", "x_test", "y_test")}
+
+
+def mnist1d_arrays(num_samples: int) -> dict[str, np.ndarray]:
+  """MNIST-1D's train and test arrays (``x``, ``y``, ``x_test``, ``y_test``), cached."""
+  path = os.path.join(_cache_dir(), f"mnist1d_{num_samples}_seed42.npz")
+  if os.path.exists(path):
+    with np.load(path) as f:
+      return dict(f)
+  arrays = _mnist1d_arrays(num_samples)
+  os.makedirs(_cache_dir(), exist_ok=True)
+  temporary = f"{path}.{os.getpid()}.npz"
+  np.savez(temporary, **arrays)
+  os.replace(temporary, path)  # atomic: a concurrent reader sees all of it or nothing
+  return arrays
+
+
+def load_mnist1d(name: str = "mnist1d", data_seed: int = 0) -> Dataset:
+  """MNIST-1D as ``(N, 40, 1)`` float32 signals (channels last) and int32 labels.
+
+  Args:
+    name: ``'mnist1d'`` (5,000 examples: 4,000 train, 1,000 test; the published data
+      set) or ``'mnist1d_40k'`` (50,000: 40,000 train, 10,000 test).
+    data_seed: draws the validation split (10% of the training examples); the test split
+      is the package's.
+  """
+  arrays = mnist1d_arrays(MNIST1D_SIZES[name])
+  x = arrays["x"].astype(np.float32)[..., None]
+  y = arrays["y"].astype(np.int32)
+  order = np.random.default_rng(data_seed).permutation(len(x))
+  num_validation = int(MNIST1D_VALIDATION_FRACTION * len(x))
+  validation, train = order[:num_validation], order[num_validation:]
+  test_x = arrays["x_test"].astype(np.float32)[..., None]
+  test_y = arrays["y_test"].astype(np.int32)
+  fingerprint = hashlib.sha256(x.tobytes() + test_x.tobytes()).hexdigest()[:16]
+  return Dataset(name, "classification", x[train], y[train], x[validation], y[validation],
+                 test_x, test_y, 10, fingerprint)
+
+
+def teacher_outputs(x: np.ndarray, seed: int = 0) -> np.ndarray:
+  """The teacher: ``W2 relu(W1 x + b1)`` with He-normal weights drawn from ``seed``."""
+  rng = np.random.default_rng((seed, 1))
+  w1 = rng.normal(0.0, np.sqrt(2.0 / TEACHER_INPUTS), (TEACHER_INPUTS, TEACHER_HIDDEN))
+  b1 = rng.normal(0.0, 0.1, TEACHER_HIDDEN)
+  w2 = rng.normal(0.0, np.sqrt(1.0 / TEACHER_HIDDEN), (TEACHER_HIDDEN, 1))
+  return np.maximum(x @ w1 + b1, 0.0) @ w2
+
+
+def load_teacher_student(data_seed: int = 0) -> Dataset:
+  """Teacher-student regression: Gaussian inputs, the teacher's exact (noise-free) outputs.
+
+  The teacher is fixed (seed 0); ``data_seed`` draws the inputs of the three splits
+  (4,096 train, 1,024 validation, 1,024 test). Targets are float32 of shape ``(N, 1)``.
+  """
+  rng = np.random.default_rng((data_seed, 0))
+  splits = {}
+  for split, size in TEACHER_SPLITS.items():
+    x = rng.normal(size=(size, TEACHER_INPUTS))
+    splits[split] = (x.astype(np.float32), teacher_outputs(x).astype(np.float32))
+  fingerprint = hashlib.sha256(b"".join(a.tobytes() for xy in splits.values()
+                                        for a in xy)).hexdigest()[:16]
+  return Dataset("teacher_student", "regression", *splits["train"], *splits["validation"],
+                 *splits["test"], num_classes=1, fingerprint=fingerprint)
 
 
 def stdlib_text() -> str:
@@ -165,6 +277,10 @@ def load_stdlib_chars(context_length: int = 64, max_chars: int = 0,
 
 def load(config) -> Dataset:
   """The dataset named by ``config.dataset`` (``config.model`` decides flattening)."""
+  if config.dataset in MNIST1D_SIZES:
+    return load_mnist1d(config.dataset, data_seed=config.data_seed)
+  if config.dataset == "teacher_student":
+    return load_teacher_student(data_seed=config.data_seed)
   if config.dataset == "digits":
     return load_digits(flatten=config.model.name == "mlp", data_seed=config.data_seed)
   if config.dataset == "stdlib_chars":

@@ -1,8 +1,11 @@
 """Losses and evaluation of the experiment models: cross-entropy, accuracy, perplexity.
 
 Classification and the character language model share one loss: the softmax
-cross-entropy of integer labels (per example, or per character), computed in float32.
-Evaluation sums over padded batches (``weight`` 0 marks padding) in float64 on the host.
+cross-entropy of integer labels (per example, or per character), computed in float32. A
+model with a single output is a regressor (one class would make cross-entropy 0): its loss
+is the squared error ``(f(x) - y)^2`` and its "accuracy" the share of examples predicted
+within ``REGRESSION_TOLERANCE`` of the target. Evaluation sums over padded batches
+(``weight`` 0 marks padding) in float64 on the host.
 """
 
 from __future__ import annotations
@@ -16,9 +19,16 @@ import numpy as np
 import optax
 
 
+REGRESSION_TOLERANCE = 0.05
+
+
 def _losses(logits, labels):
-  """Per-example (per-token) cross-entropy and correctness."""
-  loss = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels)
+  """Per-example (per-token) loss and correctness: cross-entropy, or squared error."""
+  logits = logits.astype(jnp.float32)
+  if logits.shape[-1] == 1:
+    error = (logits - labels)[..., 0]
+    return jnp.square(error), jnp.abs(error) < REGRESSION_TOLERANCE
+  loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
   return loss, (jnp.argmax(logits, -1) == labels)
 
 

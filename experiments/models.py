@@ -1,7 +1,9 @@
 """Flax Linen models small enough for CPU: an MLP, a ResNet-style CNN, a decoder-only LM.
 
-Every model is called as ``model.apply(variables, x, train=...)`` and returns logits; the
-CNN keeps BatchNorm statistics in the ``batch_stats`` collection.
+Every model is called as ``model.apply(variables, x, train=...)`` and returns logits (or,
+for regression, its outputs); the CNN keeps BatchNorm statistics in the ``batch_stats``
+collection. The CNN is 1-D or 2-D after its input: ``(N, length, channels)`` signals
+(MNIST-1D) get kernels of size 3, ``(N, H, W, channels)`` images 3x3.
 """
 
 from __future__ import annotations
@@ -36,28 +38,31 @@ class ResidualBlock(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool):
     norm = lambda: nn.BatchNorm(use_running_average=not train, momentum=0.9)
-    y = nn.Conv(self.features, (3, 3), self.strides, use_bias=False)(x)
+    spatial = x.ndim - 2
+    y = nn.Conv(self.features, (3,) * spatial, self.strides, use_bias=False)(x)
     y = nn.relu(norm()(y))
-    y = nn.Conv(self.features, (3, 3), use_bias=False)(y)
+    y = nn.Conv(self.features, (3,) * spatial, use_bias=False)(y)
     y = norm()(y)
     if x.shape != y.shape:
-      x = nn.Conv(self.features, (1, 1), self.strides, use_bias=False)(x)
+      x = nn.Conv(self.features, (1,) * spatial, self.strides, use_bias=False)(x)
       x = norm()(x)
     return nn.relu(x + y)
 
 
 class ResNet(nn.Module):
-  """A small ResNet for 8x8 images: a stem, one residual block per stage, global pooling."""
+  """A small ResNet: a stem, one residual block per stage (stride 2 after the first),
+  global average pooling; 1-D or 2-D after the input's rank."""
   stage_features: Sequence[int] = (16, 32)
   num_classes: int = 10
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    x = nn.Conv(self.stage_features[0], (3, 3), use_bias=False)(x)
+    spatial = tuple(range(1, x.ndim - 1))
+    x = nn.Conv(self.stage_features[0], (3,) * len(spatial), use_bias=False)(x)
     x = nn.relu(nn.BatchNorm(use_running_average=not train, momentum=0.9)(x))
     for i, features in enumerate(self.stage_features):
       x = ResidualBlock(features, strides=1 if i == 0 else 2)(x, train)
-    x = jnp.mean(x, axis=(1, 2))
+    x = jnp.mean(x, axis=spatial)
     return nn.Dense(self.num_classes)(x)
 
 

@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import functools
 import inspect
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import optax
 
@@ -173,14 +174,47 @@ register(functools.partial(optaxplus.alto, learning_rate=1e-2), "alto")
 
 
 SCHEDULES = ("constant", "cosine")
+WARMUP_FRACTION = 0.05  # of the run's steps, the linear warm-up of the 'cosine' schedule
 
 
-def _schedule(learning_rate: float, schedule: str, total_steps: int):
+def learning_rate_schedule(learning_rate: float, schedule: str, total_steps: int):
+  """The learning rate of step ``t`` (0-based) as an optax schedule.
+
+  ``'constant'``: ``learning_rate``. ``'cosine'``: linear warm-up from 0 over the first
+  ``WARMUP_FRACTION`` of the ``total_steps`` (at least one step), then cosine decay to 0
+  at ``total_steps``.
+  """
   if schedule == "constant":
-    return learning_rate
+    return optax.constant_schedule(learning_rate)
   if schedule == "cosine":
-    return optax.cosine_decay_schedule(learning_rate, max(total_steps, 1))
+    total = max(total_steps, 2)
+    warmup = min(max(1, round(WARMUP_FRACTION * total)), total - 1)
+    return optax.warmup_cosine_decay_schedule(0.0, learning_rate, warmup, total)
   raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {schedule!r}.")
+
+
+class ScheduleLogState(NamedTuple):
+  """The step count and the learning rate the schedule gave the last step."""
+  count: jax.Array  # shape=(), dtype=int32
+  step_size: jax.Array  # shape=(), dtype=float32
+
+
+def log_schedule(schedule) -> optax.GradientTransformation:
+  """Leaves the updates unchanged and keeps ``schedule(count)`` as the state's ``step_size``.
+
+  The training layer reports a state's one scalar ``step_size`` field, so a scheduled
+  optimizer's records show the learning rate each step used (warm-up included).
+  """
+  def init_fn(params):
+    del params
+    return ScheduleLogState(jnp.zeros([], jnp.int32), jnp.zeros([], jnp.float32))
+
+  def update_fn(updates, state, params=None):
+    del params
+    return updates, ScheduleLogState(state.count + 1,
+                                     jnp.asarray(schedule(state.count), jnp.float32))
+
+  return optax.GradientTransformation(init_fn, update_fn)
 
 
 def parse_lam(lam: str):
@@ -213,7 +247,8 @@ def create_optimizer(optimizer_config, sam_config=None, *, batches_per_epoch: in
       ``parse_lam``), ``adaptive`` and ``every_k``.
     batches_per_epoch: injected into optimizers that take it (``momsps_smooth``).
     total_steps: length of the run, for the ``cosine`` schedule.
-    schedule: ``'constant'`` or ``'cosine'``, applied to ``learning_rate`` where there is one.
+    schedule: ``'constant'`` or ``'cosine'`` (warm-up, then cosine decay; see
+      :func:`learning_rate_schedule`), applied to ``learning_rate`` where there is one.
 
   Raises:
     ValueError: unknown optimizer, a key the optimizer does not take (the message lists
@@ -230,16 +265,21 @@ def create_optimizer(optimizer_config, sam_config=None, *, batches_per_epoch: in
     raise ValueError(f"optimizer {name!r} does not take {unknown}; "
                      f"valid: {', '.join(sorted(valid))} (to switch optimizer from the "
                      f"command line use --config <config file>:{name})")
+  lr_schedule = None
   if "learning_rate" in cfg:
     # The runner's rule for every optimizer (some factories accept 0: a frozen model).
     check_range("optimizer.learning_rate", cfg["learning_rate"], 0.0, low_open=True)
-    cfg["learning_rate"] = _schedule(cfg["learning_rate"], schedule, total_steps)
+    if schedule != "constant":
+      lr_schedule = learning_rate_schedule(cfg["learning_rate"], schedule, total_steps)
+      cfg["learning_rate"] = lr_schedule
   if "batches_per_epoch" in inspect.signature(fn).parameters:
     cfg["batches_per_epoch"] = batches_per_epoch
   try:
     tx = fn(**cfg)
   except (TypeError, ValueError) as e:
     raise _qualified("optimizer", valid, e) from None
+  if lr_schedule is not None and name not in POLYAK:  # Polyak methods log their own step
+    tx = optax.chain(tx, log_schedule(lr_schedule))
   if sam_config is not None and sam_config.enabled:
     try:
       tx = optaxplus.unified_sam(tx, rho=sam_config.rho, lam=parse_lam(sam_config.lam),

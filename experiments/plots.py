@@ -61,7 +61,7 @@ def _curves(summary: dict, shown: list[dict], path: str) -> None:
   _plot_curves(axes[0], shown, "train", "loss", "train loss (mean over seeds)", log=True,
                clip_above_start=True)
   _plot_curves(axes[1], shown, "validation", metric, f"validation {metric}",
-               log=metric == "perplexity", clip_above_start=metric == "perplexity")
+               log=metric != "accuracy", clip_above_start=metric != "accuracy")
   axes[1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
   fig.suptitle(f"{summary['sweep']['name']}: each arm's config chosen on validation "
                "(band: min-max over seeds; curves leaving the top blew up)", fontsize=10)

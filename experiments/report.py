@@ -29,8 +29,8 @@ import numpy as np
 from experiments import stats
 from experiments import workdir as workdir_lib
 
-METRICS = ("accuracy", "perplexity")
-HIGHER_IS_BETTER = {"accuracy": True, "perplexity": False}
+METRICS = ("accuracy", "perplexity", "loss")  # loss: the regression suites' mean squared error
+HIGHER_IS_BETTER = {"accuracy": True, "perplexity": False, "loss": False}
 CONFIDENCE = 0.95
 SUMMARY_FILE = "summary.json"
 RESULTS_FILE = "results.md"

@@ -1,9 +1,15 @@
 """Data loaders of experiments/: shapes, label ranges, fixed splits, resumable batches."""
 
+import os
+import random
+import socket
+
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from experiments import data
+from experiments import data, evaluation, models
 
 
 @pytest.fixture(scope="module")
@@ -129,3 +135,92 @@ def test_padded_evaluation_batches(digits):
   np.testing.assert_array_equal(batches[1]["weight"][:101], 1.0)
   np.testing.assert_array_equal(batches[1]["weight"][101:], 0.0)
   np.testing.assert_array_equal(batches[1]["y"][:101], digits.test_y[256:])
+
+
+# --- MNIST-1D and teacher-student -------------------------------------------------------
+@pytest.fixture(scope="module")
+def mnist1d_generated(tmp_path_factory):
+  """MNIST-1D generated afresh (empty cache) with every socket refused: no network."""
+  cache = str(tmp_path_factory.mktemp("cache"))
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setattr(data, "_cache_dir", lambda: cache)
+
+    def refuse(*args, **kwargs):
+      raise OSError("network access in a test")
+    patch.setattr(socket, "socket", refuse)
+    patch.setattr(socket, "create_connection", refuse)
+    return data.load_mnist1d(), cache
+
+
+def test_mnist1d_shapes_labels_and_splits(mnist1d_generated):
+  d, cache = mnist1d_generated
+  assert os.listdir(cache) == ["mnist1d_5000_seed42.npz"]
+  assert d.kind == "classification" and d.num_classes == 10
+  assert d.train_x.shape == (3600, 40, 1) and d.validation_x.shape == (400, 40, 1)
+  assert d.test_x.shape == (1000, 40, 1)
+  for x in (d.train_x, d.validation_x, d.test_x):
+    assert x.dtype == np.float32 and np.all(np.isfinite(x))
+  for y in (d.train_y, d.validation_y, d.test_y):
+    assert y.dtype == np.int32 and set(np.unique(y)) == set(range(10))
+  # The package standardizes the whole data set: mean 0 and std 1 over all 200,000 values.
+  everything = np.concatenate([d.train_x, d.validation_x, d.test_x]).astype(np.float64)
+  np.testing.assert_allclose([everything.mean(), everything.std()], [0.0, 1.0], atol=1e-5)
+  splits = [_rows(d.train_x), _rows(d.validation_x), _rows(d.test_x)]
+  assert sum(map(len, splits)) == len(set.union(*splits)) == 5000
+
+
+def test_mnist1d_is_deterministic_and_leaves_global_random_state(mnist1d_generated):
+  d, _ = mnist1d_generated
+  np.random.seed(7)
+  random.seed(7)
+  expected = np.random.rand(), random.random()
+  np.random.seed(7)
+  random.seed(7)
+  again = data._mnist1d_arrays(5000)  # generated again, not read from the cache
+  assert (np.random.rand(), random.random()) == expected
+  train = np.concatenate([d.train_x, d.validation_x])[..., 0]
+  assert _rows(train.astype(np.float32)) == _rows(again["x"].astype(np.float32))
+  np.testing.assert_array_equal(d.test_x[..., 0], again["x_test"].astype(np.float32))
+  np.testing.assert_array_equal(d.test_y, again["y_test"])
+  cached = data.load_mnist1d()  # another data seed: another validation split, same test
+  other = data.load_mnist1d(data_seed=1)
+  assert cached.fingerprint == other.fingerprint == d.fingerprint
+  np.testing.assert_array_equal(other.test_x, d.test_x)
+  assert _rows(other.validation_x) != _rows(d.validation_x)
+
+
+def test_teacher_student_targets_are_the_teacher_and_interpolable():
+  d = data.load_teacher_student()
+  assert d.kind == "regression" and d.num_classes == 1
+  sizes = {split: len(getattr(d, f"{split}_x")) for split in data.TEACHER_SPLITS}
+  assert sizes == data.TEACHER_SPLITS
+  assert d.train_x.shape[1] == data.TEACHER_INPUTS and d.train_y.shape == (4096, 1)
+  np.testing.assert_allclose(d.test_y, data.teacher_outputs(d.test_x.astype(np.float64)),
+                             rtol=1e-5, atol=1e-6)
+  assert 0.3 < d.train_y.std() < 3.0  # not a degenerate (dead-ReLU) teacher
+  np.testing.assert_array_equal(data.load_teacher_student().train_y, d.train_y)
+  assert not np.array_equal(data.load_teacher_student(data_seed=1).train_x, d.train_x)
+  # A student one layer of 128 ReLUs wide holds the teacher exactly (its first 32 units
+  # copy the teacher's, the rest are off): loss 0 is reachable.
+  rng = np.random.default_rng((0, 1))
+  w1 = rng.normal(0.0, np.sqrt(2.0 / data.TEACHER_INPUTS),
+                  (data.TEACHER_INPUTS, data.TEACHER_HIDDEN))
+  b1 = rng.normal(0.0, 0.1, data.TEACHER_HIDDEN)
+  w2 = rng.normal(0.0, np.sqrt(1.0 / data.TEACHER_HIDDEN), (data.TEACHER_HIDDEN, 1))
+  model = models.MLP(hidden=(128,), num_classes=1)
+  pad = 128 - data.TEACHER_HIDDEN
+  params = {"Dense_0": {"kernel": np.pad(w1, ((0, 0), (0, pad))), "bias": np.pad(b1, (0, pad))},
+            "Dense_1": {"kernel": np.pad(w2, ((0, pad), (0, 0))), "bias": np.zeros(1)}}
+  params = jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), params)
+  result = evaluation.evaluate(evaluation.make_eval_fn(model), params, {},
+                               data.split_batches(d, "test", 512))
+  assert result["loss"] < 1e-10 and result["accuracy"] == 1.0
+
+
+def test_stdlib_corpus_is_the_listed_files():
+  text = data.stdlib_text()
+  root = os.path.dirname(os.__file__)
+  sizes = [len(open(os.path.join(root, name), encoding="utf-8").read())
+           for name in data.STDLIB_FILES]
+  assert len(text) == sum(sizes) + len(sizes) - 1  # joined by newlines
+  assert len(data.STDLIB_FILES) == len(set(data.STDLIB_FILES)) == 16 and len(text) > 900_000

@@ -16,10 +16,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # expanded and validated in test_experiments_config).
 SUITES = {
     "default": ("momsps (defaults)", "sgd-momentum", "adam"),
-    "no_tuning_cnn": ("momsps_smooth", "sps+heavy-ball (naive)", "momo"),
-    "no_tuning_lm": ("momsps",),
+    "no_tuning": ("momsps_smooth", "momdecsps", "sgd-momentum constant", "momo"),
+    "no_tuning_lm": ("momsps", "sps+heavy-ball (naive)"),
+    "no_tuning_teacher": ("sps", "adam cosine"),
     "unified_sam": ("sgd-momentum (base)", "λ=1-1/t", "SAM every_k=2"),
-    "large_batch": ("alto", "lamb"),
+    "large_batch": ("alto", "alto α=0 (no E)", "lamb", "adam batch 256"),
     "explore_small_batch": ("esgd", "eadam"),
     "large_batch_gpu": ("alto",),  # at batch 32 here (see test_suite)
 }
@@ -74,8 +75,8 @@ def _assert_run_outputs(run_dir, config, probe=False):
 def test_single_run(name, tmp_path):
   config = _load(name)
   if name == "default":  # the default suite's first SGD point: its compiled step is reused
-    config.optimizer.learning_rate = 0.03
-  probe = config.dataset == "digits"  # the LM's HVP compiles slowly; the suites probe it
+    config.optimizer.learning_rate, config.schedule = 0.03, "cosine"
+  probe = config.dataset != "stdlib_chars"  # the LM's HVP compiles slowly; suites probe it
   config.hessian.num_iterations = 3 if probe else 0
   summary = train.train_and_evaluate(config, str(tmp_path))
   _assert_run_outputs(str(tmp_path), config, probe=probe)
@@ -85,8 +86,11 @@ def test_single_run(name, tmp_path):
 
 @pytest.mark.parametrize("name", sorted(SUITES))
 def test_suite(name, tmp_path):
-  # Full-batch steps cost 18 small ones: fewer of them.
-  config = _load(name, steps=6 if name == "large_batch" else 12)
+  config = _load(name)
+  if name == "large_batch":  # the batch-256 arm's overrides: its length too
+    for arm in config.sweep.arms:
+      arm.get("overrides", {}).update(num_steps=12, log_every=3, eval_every=6,
+                                      checkpoint_every=0)
   if name == "large_batch_gpu":  # sized for an accelerator; the code path is the same
     config.batch_size, config.num_devices = 32, 1
   config.sweep.arms = [arm for arm in config.sweep.arms if arm["label"] in SUITES[name]]
