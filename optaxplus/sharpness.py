@@ -231,24 +231,33 @@ def _axis_names(axis_name: AxisName) -> tuple[str, ...]:
   return axis_name if isinstance(axis_name, tuple) else (axis_name,)
 
 
-def _check_axis_name(axis_name) -> None:
+def _check_axis_name(axis_name, argument: str = 'axis_name') -> None:
   if axis_name is None:
     return
   names = _axis_names(axis_name)
   if not names or not all(isinstance(name, str) for name in names):
     raise TypeError(
-        f'axis_name must be a mapped axis name (a str), a non-empty tuple of them, or '
+        f'{argument} must be a mapped axis name (a str), a non-empty tuple of them, or '
         f'None, got {type(axis_name).__name__} {axis_name!r}.'
     )
 
 
+def _check_perturbation_axis_name(perturbation_axis_name, axis_name) -> None:
+  if perturbation_axis_name is None:
+    return
+  _check_axis_name(perturbation_axis_name, 'perturbation_axis_name')
+  outside = set(_axis_names(perturbation_axis_name)) - set(
+      () if axis_name is None else _axis_names(axis_name))
+  if outside:
+    raise ValueError(
+        f'perturbation_axis_name must be None or axes among axis_name={axis_name!r} '
+        f'(the axes the SAM gradient is averaged over), got {perturbation_axis_name!r}: '
+        f'{sorted(outside)} are not among them.')
+
+
 def _check_local(grads, axis_name: AxisName) -> None:
   """Raises if shard_map's type checking shows ``grads`` are not per-device gradients."""
-  for name in _axis_names(axis_name):
-    # Under shard_map(check_vma=True) the device index varies over the axis; under pmap,
-    # vmap or check_vma=False no type varies and there is nothing to check.
-    if name not in _varying_axes(jax.lax.axis_index(name)):
-      continue
+  for name in _tracked_axes(axis_name):
     if not all(name in _varying_axes(g) for g in jax.tree.leaves(grads)):
       raise ValueError(
           f'unified_sam(axis_name={axis_name!r}) needs the LOCAL gradient of each '
@@ -257,6 +266,30 @@ def _check_local(grads, axis_name: AxisName) -> None:
           f'summed over {name!r}; take it at jax.lax.pcast(params, {name!r}, '
           f'to="varying") instead, or build the shard_map with check_vma=False.'
       )
+
+
+def _tracked_axes(axis_name: AxisName) -> tuple[str, ...]:
+  """The axes of ``axis_name`` whose varying values shard_map's type checking tracks."""
+  # Under shard_map(check_vma=True) the device index varies over the axis; under pmap,
+  # vmap or check_vma=False no type varies.
+  return tuple(name for name in _axis_names(axis_name)
+               if name in _varying_axes(jax.lax.axis_index(name)))
+
+
+def _device_varying(tree, axis_name: AxisName):
+  """``tree`` typed as varying over the tracked axes of ``axis_name``.
+
+  A point shared by the devices of a group is invariant over the group's axes, and
+  under shard_map's type checking the gradient with respect to it would be summed over
+  them; at the same point typed as varying it is each device's own gradient.
+  """
+  axes = _tracked_axes(axis_name)
+
+  def cast(x):
+    missing = tuple(name for name in axes if name not in _varying_axes(x))
+    return jax.lax.pcast(x, missing, to='varying') if missing else x
+
+  return jax.tree.map(cast, tree)
 
 
 def _gradient_from(grad_fn, point, like):
@@ -294,6 +327,7 @@ def unified_sam(
     eta: float = 0.01,
     eps: float = 0.0,
     axis_name: AxisName = None,
+    perturbation_axis_name: AxisName = None,
     every_k: int = 1,
 ) -> optax.GradientTransformationExtraArgs:
   r"""Unified SAM around a base optimizer: the base gets the gradient at ``x + e``.
@@ -343,6 +377,15 @@ def unified_sam(
     equal on all devices (e.g. a ``pmean``-ed ``value``). With ``axis_name=None`` there
     are no collectives; under ``jit`` with sharded inputs (global view) the perturbation
     is global, ``m`` = the global batch.
+  - ``perturbation_axis_name`` (axes among ``axis_name``): grouped m-sharpness. The
+    ascent gradient is ``lax.pmean``-ed over these axes before the perturbation, so the
+    devices along them share one ``e``, computed from their joint batch; each device
+    then takes its gradient at ``params + e`` and the SAM gradient is averaged over
+    ``axis_name`` as above. On a mesh ``('replica', 'group')``, ``axis_name=('replica',
+    'group'), perturbation_axis_name='group'`` gives ``m`` = the batch of one group
+    (google-research/sam's ``inner_group_size``); ``perturbation_axis_name ==
+    axis_name`` is the global perturbation of ``jit``. ``None`` (the default): per
+    device.
 
   A non-finite gradient gives ``e = 0``: the second pass runs at ``params`` and the base
   receives ``grad_fn(params)``, the gradient it would have had without SAM. To skip steps
@@ -361,6 +404,8 @@ def unified_sam(
     eps: ``ε >= 0`` added to the gradient norm (see :func:`sam_perturbation`).
     axis_name: the mapped axis (a str, or a tuple of them) for per-device
       perturbations, or ``None``.
+    perturbation_axis_name: axes among ``axis_name`` (a str or a tuple) over which the
+      devices share one perturbation, or ``None`` (each device its own).
     every_k: a SAM step every ``every_k`` calls, a whole number ``>= 1``.
 
   Returns:
@@ -370,9 +415,11 @@ def unified_sam(
   Raises:
     TypeError: ``base_optimizer`` is not an ``optax.GradientTransformation``; a
       hyperparameter is not a real number (a bool, None, a list, a non-scalar array),
-      ``every_k`` is not whole, ``adaptive`` not a bool or ``axis_name`` not a str,
-      tuple of str or None; from ``update``, ``sam_step`` not a Python bool or None.
-    ValueError: a number out of range, NaN or inf, or an unknown ``lam`` string.
+      ``every_k`` is not whole, ``adaptive`` not a bool or ``axis_name`` or
+      ``perturbation_axis_name`` not a str, tuple of str or None; from ``update``,
+      ``sam_step`` not a Python bool or None.
+    ValueError: a number out of range, NaN or inf, an unknown ``lam`` string, or
+      ``perturbation_axis_name`` naming an axis not in ``axis_name``.
 
   Examples:
     >>> import jax, jax.numpy as jnp, optax
@@ -394,7 +441,8 @@ def unified_sam(
     Rates <https://arxiv.org/abs/2503.02225>`_, ICLR 2025.
 
     Foret, Kleiner, Mobahi & Neyshabur, `Sharpness-Aware Minimization for Efficiently
-    Improving Generalization <https://arxiv.org/abs/2010.01412>`_, ICLR 2021.
+    Improving Generalization <https://arxiv.org/abs/2010.01412>`_, ICLR 2021 (m-sharpness,
+    Section 4.1).
   """
   if not isinstance(base_optimizer, optax.GradientTransformation):
     raise TypeError(
@@ -402,6 +450,7 @@ def unified_sam(
         f'got {type(base_optimizer).__name__} {base_optimizer!r}.'
     )
   _check_axis_name(axis_name)
+  _check_perturbation_axis_name(perturbation_axis_name, axis_name)
   check_range('every_k', every_k, 1.0, integer=True)
   # Under optax.inject_hyperparams (in jit) every_k is a tracer: SAM steps are then chosen
   # by lax.cond, as for every_k > 1.
@@ -433,8 +482,13 @@ def unified_sam(
     def sam_gradient():
       # SAM steps so far; with every_k = 1 this is state.count.
       sam_count = state.count // every_k
-      e, _ = perturbation.update(updates, SAMPerturbationState(count=sam_count), params)
-      return _gradient_from(grad_fn, optax.apply_updates(params, e), updates)
+      ascent = (updates if perturbation_axis_name is None
+                else jax.lax.pmean(updates, perturbation_axis_name))
+      e, _ = perturbation.update(ascent, SAMPerturbationState(count=sam_count), params)
+      point = optax.apply_updates(params, e)
+      if perturbation_axis_name is not None:
+        point = _device_varying(point, axis_name)
+      return _gradient_from(grad_fn, point, updates)
 
     if sam_step is not None:
       grads = sam_gradient() if sam_step else updates
@@ -460,6 +514,7 @@ def sam(
     *,
     eps: float = 0.0,
     axis_name: AxisName = None,
+    perturbation_axis_name: AxisName = None,
     every_k: int = 1,
 ) -> optax.GradientTransformationExtraArgs:
   """SAM: :func:`unified_sam` with ``lam=1``, ``e = ρ g/(‖g‖ + ε)``.
@@ -469,6 +524,8 @@ def sam(
     rho: the radius ``ρ >= 0``, a number or an optax schedule of the SAM-step count.
     eps: ``ε >= 0`` added to ``‖g‖`` (see :func:`sam_perturbation`).
     axis_name: the mapped axis for per-device perturbations, or ``None``.
+    perturbation_axis_name: axes among ``axis_name`` sharing one perturbation (grouped
+      m-sharpness, see :func:`unified_sam`), or ``None``.
     every_k: a SAM step every ``every_k`` calls, a whole number ``>= 1``.
 
   Returns:
@@ -485,7 +542,8 @@ def sam(
     Improving Generalization <https://arxiv.org/abs/2010.01412>`_, ICLR 2021.
   """
   return unified_sam(
-      base_optimizer, rho, lam=1.0, eps=eps, axis_name=axis_name, every_k=every_k
+      base_optimizer, rho, lam=1.0, eps=eps, axis_name=axis_name,
+      perturbation_axis_name=perturbation_axis_name, every_k=every_k
   )
 
 
@@ -496,6 +554,7 @@ def usam(
     adaptive: bool = False,
     eta: float = 0.01,
     axis_name: AxisName = None,
+    perturbation_axis_name: AxisName = None,
     every_k: int = 1,
 ) -> optax.GradientTransformationExtraArgs:
   """USAM: :func:`unified_sam` with ``lam=0``, the unnormalized ``e = ρ g``.
@@ -506,6 +565,8 @@ def usam(
     adaptive: ``e = ρ T²g`` with the ASAM scaling ``T`` (see :func:`sam_perturbation`).
     eta: the ASAM offset ``η >= 0``.
     axis_name: the mapped axis for per-device perturbations, or ``None``.
+    perturbation_axis_name: axes among ``axis_name`` sharing one perturbation (grouped
+      m-sharpness, see :func:`unified_sam`), or ``None``.
     every_k: a SAM step every ``every_k`` calls, a whole number ``>= 1``.
 
   Returns:
@@ -528,6 +589,7 @@ def usam(
       adaptive=adaptive,
       eta=eta,
       axis_name=axis_name,
+      perturbation_axis_name=perturbation_axis_name,
       every_k=every_k,
   )
 
@@ -539,6 +601,7 @@ def asam(
     *,
     eps: float = 0.0,
     axis_name: AxisName = None,
+    perturbation_axis_name: AxisName = None,
     every_k: int = 1,
 ) -> optax.GradientTransformationExtraArgs:
   """ASAM: :func:`unified_sam` with ``lam=1, adaptive=True``, ``e = ρ T²g/(‖Tg‖ + ε)``.
@@ -551,6 +614,8 @@ def asam(
     eta: the offset ``η >= 0``.
     eps: ``ε >= 0`` added to ``‖Tg‖`` (see :func:`sam_perturbation`).
     axis_name: the mapped axis for per-device perturbations, or ``None``.
+    perturbation_axis_name: axes among ``axis_name`` sharing one perturbation (grouped
+      m-sharpness, see :func:`unified_sam`), or ``None``.
     every_k: a SAM step every ``every_k`` calls, a whole number ``>= 1``.
 
   Returns:
@@ -575,5 +640,6 @@ def asam(
       eta=eta,
       eps=eps,
       axis_name=axis_name,
+      perturbation_axis_name=perturbation_axis_name,
       every_k=every_k,
   )

@@ -1,4 +1,4 @@
-"""Multi-device tests of optaxplus.sharpness: m-sharpness per device, global view under jit.
+"""Multi-device tests of optaxplus.sharpness: m-sharpness per device and per group, global view.
 
 The devices run in ONE subprocess started with
 ``XLA_FLAGS=--xla_force_host_platform_device_count=8`` (``python -m
@@ -110,9 +110,37 @@ def run_on_devices(out_path):
   one_device = jax.device_put(params, jax.devices()[0])
   results['one_device'] = train(step, one_device, tx.init(one_device))
 
+  results.update(run_grouped(make_step, train, params))
+
   arrays = {f'{run}/{n}': np.asarray(v) for run, tree in results.items()
             for n, v in tree.items()}
   np.savez(out_path, **arrays, **{f'errors/{k}': np.asarray(v) for k, v in errors.items()})
+
+
+GRID = (2, 4)  # (replica, group): device (r, g) holds rows block 4 r + g of the batch
+GROUPED = {'group': 'group', 'replica': 'replica', 'both': ('replica', 'group')}
+
+
+def run_grouped(make_step, train, params):
+  """Grouped m-sharpness on a (replica, group) mesh, one run per perturbation axis."""
+  import jax
+  import optax
+  from jax.sharding import NamedSharding, PartitionSpec as P
+
+  from optaxplus.sharpness import unified_sam
+
+  axes = ('replica', 'group')
+  mesh = jax.make_mesh(GRID, axes)
+  place = lambda x: jax.device_put(x, NamedSharding(mesh, P(axes)))
+  varying = lambda p: jax.lax.pcast(p, axes, to='varying')
+  results = {}
+  for run, perturbation_axis_name in GROUPED.items():
+    tx = unified_sam(optax.sgd(LR, momentum=MOMENTUM), RHO, LAM, axis_name=axes,
+                     perturbation_axis_name=perturbation_axis_name)
+    step = jax.jit(jax.shard_map(make_step(tx, varying), mesh=mesh,
+                                 in_specs=(P(), P(), P(axes), P(axes)), out_specs=(P(), P())))
+    results[f'grouped_{run}'] = train(step, params, tx.init(params), place)
+  return results
 
 
 # Host side: the tests ----------------------------------------------------------------
@@ -145,6 +173,26 @@ def reference_run(shards, every_k=1):
 
   return reference.run(flat, grad_fn, reference.SGDMomentum(LR, MOMENTUM), STEPS,
                        rho=RHO, lam=LAM, every_k=every_k, shards=shards)
+
+
+def grouped_reference_run(perturbation_axis_name):
+  """One perturbation per group of devices: the rows of the devices sharing the axis."""
+  flat, xs, ys = problem()
+  replicas, groups = GRID
+  block = xs.shape[1] // (replicas * groups)
+  devices = {  # device (r, g) is block 4 r + g; a group varies the perturbation's axes
+      'group': [[groups * r + g for g in range(groups)] for r in range(replicas)],
+      'replica': [[groups * r + g for r in range(replicas)] for g in range(groups)],
+  }[perturbation_axis_name]
+  rows = [np.concatenate([np.arange(b * block, (b + 1) * block) for b in group])
+          for group in devices]
+
+  def grad_fn(params, step, shard):
+    return reference.mlp_loss_and_grad(params, xs[step, rows[shard]].astype(np.float64),
+                                       ys[step, rows[shard]].astype(np.float64))
+
+  return reference.run(flat, grad_fn, reference.SGDMomentum(LR, MOMENTUM), STEPS,
+                       rho=RHO, lam=LAM, shards=len(rows))
 
 
 def assert_close(params, expected, rtol=1e-4, atol=1e-5):
@@ -180,6 +228,41 @@ def test_jit_with_named_sharding_perturbs_globally(device_results):
   assert_close(device_results['global_jit'], reference_run(1))
   assert_close(device_results['global_jit'], device_results['one_device'], rtol=1e-5,
                atol=1e-6)
+
+
+@pytest.mark.parametrize('axis', ['group', 'replica'])
+def test_grouped_perturbation_per_group_of_devices(device_results, axis):
+  assert_close(device_results[f'grouped_{axis}'], grouped_reference_run(axis))
+
+
+def test_grouped_references_differ_from_per_device_and_global():
+  # m = 16 (groups) lies between m = 4 (devices) and m = 32 (global): all three differ.
+  runs = [grouped_reference_run('group'), grouped_reference_run('replica'),
+          reference_run(DEVICES), reference_run(1)]
+  for i, a in enumerate(runs):
+    for b in runs[i + 1:]:
+      assert max(np.max(np.abs(a[n] - b[n])) for n in a) > 1e-4
+
+
+def test_perturbing_over_every_axis_is_the_global_perturbation(device_results):
+  assert_close(device_results['grouped_both'], reference_run(1))
+  assert_close(device_results['grouped_both'], device_results['global_jit'], rtol=1e-5,
+               atol=1e-6)
+
+
+def test_perturbation_axes_must_be_among_the_averaged_axes():
+  import optax
+
+  from optaxplus.sharpness import unified_sam
+  base = optax.sgd(LR)
+  for axis_name, perturbation_axis_name in ((None, 'group'), ('replica', 'group'),
+                                            (('replica', 'group'), ('group', 'model'))):
+    with pytest.raises(ValueError, match=r"^perturbation_axis_name must be None or axes "
+                                         r"among axis_name=.*not among them"):
+      unified_sam(base, axis_name=axis_name, perturbation_axis_name=perturbation_axis_name)
+  with pytest.raises(TypeError, match='^perturbation_axis_name must be a mapped axis'):
+    unified_sam(base, axis_name='data', perturbation_axis_name=('data', 1))
+  unified_sam(base, axis_name=('replica', 'group'), perturbation_axis_name='group')
 
 
 if __name__ == '__main__':
