@@ -237,17 +237,24 @@ def _state_shardings(state: Any, mesh: Mesh, keep_sharded: bool) -> Any:
   return jax.tree.map(sharding, state)
 
 
-def _check_state_sharding(state: Any, state_sharding: Any, mesh: Mesh) -> None:
-  """Raises unless ``state_sharding`` has the structure of ``state``, on ``mesh``."""
-  if jax.tree.structure(state) != jax.tree.structure(state_sharding):
+def _state_shardings_for(state: Any, state_sharding: Any, mesh: Mesh) -> Any:
+  """``state_sharding`` on the tree structure of ``state``; raises if they do not match.
+
+  Matched leaf by leaf, by path: a ``TrainState``'s structure includes its ``tx``, so a
+  state restored onto a new template has another structure with the same leaves.
+  """
+  paths = [path for path, _ in jax.tree_util.tree_leaves_with_path(state)]
+  shardings = jax.tree_util.tree_leaves_with_path(state_sharding)
+  if paths != [path for path, _ in shardings]:
     raise ValueError(
         'state_sharding must have the structure of the state (e.g. fsdp_sharding(state, '
-        f'mesh)); got {jax.tree.structure(state_sharding)} for a state of structure '
-        f'{jax.tree.structure(state)}.')
-  for path, sharding in jax.tree_util.tree_leaves_with_path(state_sharding):
+        f'mesh)); got leaves {[jax.tree_util.keystr(p) for p, _ in shardings]} for a '
+        f'state with leaves {[jax.tree_util.keystr(p) for p in paths]}.')
+  for path, sharding in shardings:
     if not isinstance(sharding, NamedSharding) or sharding.mesh != mesh:
       raise ValueError(f'state_sharding{jax.tree_util.keystr(path)} must be a '
                        f'NamedSharding on the mesh, got {sharding!r}.')
+  return jax.tree.unflatten(jax.tree.structure(state), [s for _, s in shardings])
 
 
 def data_parallel(train_step: Callable[..., Any], mesh: Mesh, *,
@@ -330,8 +337,7 @@ def data_parallel(train_step: Callable[..., Any], mesh: Mesh, *,
     if state_sharding is None:
       state_shardings = _state_shardings(state, mesh, keep_sharded=step_axis is None)
     else:
-      _check_state_sharding(state, state_sharding, mesh)
-      state_shardings = state_sharding
+      state_shardings = _state_shardings_for(state, state_sharding, mesh)
     body = (train_step if sam_step is None
             else functools.partial(train_step, sam_step=sam_step))
     if step_axis is not None:

@@ -4,8 +4,10 @@
 process (``XLA_FLAGS``): joins the run through ``jax.distributed.initialize`` on loopback
 with gloo CPU collectives, trains on its half of each global batch with the ``jit`` and
 the ``shard_map`` paths of ``data_parallel`` (one run saving and restoring an orbax
-checkpoint halfway), and saves the final parameters and losses, and this process's rows
-of an array split over both processes after an orbax round trip.
+checkpoint halfway), and with FSDP: params and optimizer state split over all 4 devices
+of both processes (a ``(1 data, 4 fsdp)`` mesh), each run saving and restoring the sharded
+state halfway. Saves the final parameters and losses, and this process's rows of an
+array split over both processes after an orbax round trip.
 """
 
 import os
@@ -15,6 +17,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.experimental import multihost_utils
+from jax.sharding import NamedSharding, PartitionSpec
 
 # Run as a script, the repository root is not on the path.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -49,19 +53,53 @@ def loss_fn(params, batch):
   return jnp.mean((hidden @ params['w2'] + params['b2'] - batch['y']) ** 2)
 
 
-def train(step, mesh, name, params, batches, rows, checkpoint_directory=None):
-  """Trains on this process's ``rows``; saves and restores halfway if given a directory."""
+def replicated_state(mesh, name, params):
   state = training.TrainState.create(apply_fn=None, params=params, tx=make_optimizer(name))
+  return jax.device_put(state, NamedSharding(mesh, PartitionSpec()))
+
+
+def fsdp_state(mesh, name, params):
+  """The state created inside jit straight into its FSDP shardings, and those shardings."""
+  create = lambda: training.TrainState.create(apply_fn=None, params=params,
+                                              tx=make_optimizer(name))
+  sharding = parallel.fsdp_sharding(jax.eval_shape(create), mesh, min_size=8)
+  return jax.jit(create, out_shardings=sharding)(), sharding
+
+
+def train(step, new_state, batches, rows, checkpoint_directory=None):
+  """Trains on this process's ``rows``; saves and restores halfway if given a directory."""
+  state = new_state()
   losses = []
   for i, batch in enumerate(batches):
     if checkpoint_directory is not None and i == len(batches) // 2:
       checkpoint.save_checkpoint(checkpoint_directory, state)
-      template = training.TrainState.create(apply_fn=None, params=params, tx=state.tx)
-      state = checkpoint.restore_checkpoint(checkpoint_directory, jax.device_put(
-          template, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())))
+      state = checkpoint.restore_checkpoint(checkpoint_directory, new_state())
     state, metrics = step(state, {k: v[rows] for k, v in batch.items()})
     losses.append(float(metrics['loss']))
   return state, losses
+
+
+def train_fsdp(name, params, batches, rows, directory):
+  """FSDP over both processes' devices, through a checkpoint of the sharded state."""
+  # Auto axes: XLA gathers each weight where the matmuls need it.
+  mesh = jax.make_mesh((1, jax.device_count()), ('data', 'fsdp'),
+                       axis_types=(jax.sharding.AxisType.Auto,) * 2)
+  _, sharding = fsdp_state(mesh, name, params)
+  step = parallel.data_parallel(training.make_train_step(loss_fn), mesh,
+                                axis_name=('data', 'fsdp'), state_sharding=sharding,
+                                donate_state=True)
+  state, losses = train(step, lambda: fsdp_state(mesh, name, params)[0], batches, rows,
+                        directory)
+  # The restored state's tx is another object: compare the leaves' shardings.
+  assert [x.sharding for x in jax.tree.leaves(state)] == jax.tree.leaves(sharding)
+  # w1 (3, 8) is split in 4 along its columns, 2 on each process.
+  assert not state.params['w1'].is_fully_addressable
+  assert state.params['w1'].addressable_shards[0].data.shape == (3, 2)
+  results = {f'{name}/fsdp/losses': np.array(losses)}
+  for key, value in state.params.items():
+    results[f'{name}/fsdp/{key}'] = np.asarray(
+        multihost_utils.process_allgather(value, tiled=True))
+  return results
 
 
 def checkpoint_of_an_array_split_over_both_processes(mesh, directory):
@@ -92,10 +130,13 @@ def main():
       # One run also goes through a multi-host orbax checkpoint halfway.
       directory = (os.path.join(os.path.dirname(output), 'checkpoint')
                    if (name, how) == ('momsps', 'jit') else None)
-      state, losses = train(step, mesh, name, params, batches, rows, directory)
+      state, losses = train(step, lambda: replicated_state(mesh, name, params), batches,
+                            rows, directory)
       results[f'{name}/{how}/losses'] = np.array(losses)
       for key, value in state.params.items():
         results[f'{name}/{how}/{key}'] = np.asarray(value)
+    results.update(train_fsdp(name, params, batches, rows, os.path.join(
+        os.path.dirname(output), f'fsdp_checkpoint_{name}')))
   results['sharded_checkpoint_rows'] = checkpoint_of_an_array_split_over_both_processes(
       mesh, os.path.join(os.path.dirname(output), 'sharded_checkpoint'))
   np.savez(output, **results)

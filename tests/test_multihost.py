@@ -1,5 +1,8 @@
 """Two processes on loopback (jax.distributed, gloo CPU collectives) train like one process.
 
+They do so with the state replicated (jit, shard_map) and with FSDP, params and optimizer
+state split over the devices of both processes (saved and restored halfway).
+
 Each process has 2 CPU devices and feeds its half of every global batch; the final
 parameters and the losses must match one device trained on the whole global batches.
 Subprocesses run with bounded timeouts and are killed on failure, so CI cannot hang.
@@ -59,7 +62,7 @@ def test_two_processes_match_one(tmp_path):
       state, metrics = step(state, batch)
       losses.append(float(metrics['loss']))
     for result in results:
-      for how in ('jit', 'shard_map'):
+      for how in ('jit', 'shard_map', 'fsdp'):
         np.testing.assert_allclose(result[f'{name}/{how}/losses'], losses, rtol=1e-5)
         for key, value in state.params.items():
           np.testing.assert_allclose(result[f'{name}/{how}/{key}'], value, rtol=1e-5,
