@@ -35,7 +35,6 @@ References:
   Practical Performance*, ICLR 2025, arXiv:2406.04142.
 """
 
-import math
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -446,7 +445,7 @@ def _choice(name: str, value: Any, choices: dict) -> None:
 def psps(
     preconditioner: str = 'adam',
     c: Any = 1.0,
-    max_learning_rate: Any = math.inf,
+    max_learning_rate: Any = 1.0,
     f_min: Any = 0.0,
     momentum: Any = 0.0,
     *,
@@ -461,16 +460,18 @@ def psps(
     d_t = D_t^{-1} g_t,\quad γ_t = (1 − β) \min\{ (f_t − f^*) / (c ⟨g_t, d_t⟩),\ γ_b \},\quad
     x_{t+1} = x_t − γ_t d_t + β (x_t − x_{t−1})
 
-  The defaults are the paper's (no tuning): ``c = 1``, no cap, ``f^* = 0``, ``β = 0``;
+  The defaults need no tuning and are the paper's: ``c = 1``, ``f^* = 0``, ``β = 0``;
   Adam-type ``D_t`` with ``b_2 = 0.999``, ``ε = 10⁻⁸``; Hutchinson with ``b_2 = 0.999``,
-  ``α = 0.1`` and 100 probes for ``D_0``.
+  ``α = 0.1`` and 100 probes for ``D_0``. The paper has no cap; ours, ``γ_b = 1`` (a full
+  Newton step with Hutchinson's ``D``, an Adam learning rate of 1 with Adam's), binds only
+  on wild steps: pass ``max_learning_rate=float('inf')`` for the paper's exact rule.
 
   Args:
     preconditioner: ``'adam'`` (:func:`scale_by_adam_preconditioner`), ``'adagrad'``
       (:func:`scale_by_adagrad_preconditioner`) or ``'hutchinson'``
       (:func:`scale_by_hutchinson`, whose update needs ``hvp_fn=``).
     c: Polyak constant, > 0.
-    max_learning_rate: the cap ``γ_b``, > 0; ``inf`` (default) for no cap.
+    max_learning_rate: the cap ``γ_b``, > 0; ``inf`` for no cap.
     f_min: a lower bound ``f^*`` of the loss, finite.
     momentum: ``β`` in [0, 1); 0 gives PSPS.
     b2: the preconditioner's decay, in [0, 1) (unused by ``'adagrad'``).

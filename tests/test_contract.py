@@ -13,10 +13,11 @@ it with and the keyword arguments its update needs. Adding an optimizer is addin
 method (its reference trajectory, special and edge cases) lives in ``test_<module>.py``.
 
 The toy problem is a weighted quadratic over a nested tree (a matrix in a nested dict, a
-scalar and an empty subtree), so that ``value`` and ``grad_fn`` are real: the loss and the
-gradient function of the "batch". The sharding checks run in ONE subprocess with
-``XLA_FLAGS=--xla_force_host_platform_device_count=4`` (this file run as a script), started
-first so that it works beside the other checks; this process keeps its device count.
+scalar and an empty subtree), so that ``value``, ``grad_fn`` and ``hvp_fn`` are real: the
+loss, the gradient function and the Hessian-vector products of the "batch". The sharding
+checks run in ONE subprocess with ``XLA_FLAGS=--xla_force_host_platform_device_count=4``
+(this file run as a script), started first so that it works beside the other checks; this
+process keeps its device count.
 """
 
 import dataclasses
@@ -56,8 +57,9 @@ class Entry:
       optimizer of a wrapper, as optax's contrib tests do).
     hyperparams: what the factory is called with; every numeric one, given or default,
       is injected by ``optax.inject_hyperparams``.
-    needs: keyword arguments its ``update`` requires: ``'value'`` (the loss) and/or
-      ``'grad_fn'`` (the gradient function of the batch).
+    needs: keyword arguments its ``update`` requires: ``'value'`` (the loss),
+      ``'grad_fn'`` (the gradient function of the batch), ``'hvp_fn'`` (its
+      Hessian-vector products at the params).
     descent: ``params + descent * update`` must lower the loss (-1 for ``scale_by_*``
       blocks that return ``+γ g``); None for a transform that does not descend.
     every_k: calls per applied update (MultiSteps-like entries).
@@ -90,6 +92,7 @@ class Entry:
 SGD = optax.sgd(0.1, momentum=0.9)
 CAP = {'max_learning_rate': 1e-3}  # a cap the Polyak step hits, so changing it matters
 VALUE = ('value',)
+HVP = ('value', 'hvp_fn')
 
 ENTRIES = [
     Entry('sps', optaxplus.sps, needs=VALUE, step_size='first_update', new_values=CAP),
@@ -138,6 +141,42 @@ ENTRIES = [
     Entry('multi_steps', functools.partial(optaxplus.multi_steps, optaxplus.momsps()),
           dict(every_k_schedule=3), needs=VALUE, every_k=3, step_size='readable',
           new_values={'every_k_schedule': 1}),
+    # Preconditioned Polyak steps. Adam-like per-entry preconditioners do not act on a
+    # complex entry as on its (real, imaginary) pair. b2 = 0.9 and ε = 0.5 (an ε that
+    # binds) so that every hyperparameter changes an early update. SANIA's step is 1 while
+    # (f − f*) / ⟨g, d⟩ > ½: f* = 15 (the loss at the start) makes it smaller.
+    Entry('psps', optaxplus.psps, dict(momentum=0.9, b2=0.9, eps=0.5), needs=VALUE,
+          step_size='readable', complex_as_pairs=False, new_values=CAP,
+          inert=('seed', 'init_samples')),
+    # The toy Hessian is diagonal, so every probe z ⊙ Hz is exact: the seed, the number of
+    # probes and the decay of their average cannot matter; an ε of 2 binds (diag H = 1, 4).
+    Entry('psps_hutchinson', optaxplus.psps,
+          dict(preconditioner='hutchinson', momentum=0.9, init_samples=3), needs=HVP,
+          step_size='readable', complex_as_pairs=False, new_values={**CAP, 'eps': 2.0},
+          inert=('b2', 'seed', 'init_samples')),
+    Entry('sania', optaxplus.sania, dict(momentum=0.9, b2=0.9, eps=0.5), needs=VALUE,
+          step_size='readable', complex_as_pairs=False, new_values={'f_min': 15.0}),
+    # c = 50: the default c and cap give the capped step on the first updates.
+    Entry('scale_by_preconditioned_polyak',
+          functools.partial(optaxplus.scale_by_preconditioned_polyak,
+                            optaxplus.scale_by_adagrad_preconditioner()),
+          needs=VALUE, descent=-1.0, step_size='readable', complex_as_pairs=False,
+          new_values={**CAP, 'c': 50.0}),
+    Entry('scale_by_sania',
+          functools.partial(optaxplus.scale_by_sania, optaxplus.scale_by_adagrad_sqr()),
+          needs=VALUE, descent=-1.0, step_size='readable', complex_as_pairs=False,
+          new_values={'f_min': 15.0}),
+    Entry('scale_by_adam_preconditioner', optaxplus.scale_by_adam_preconditioner,
+          dict(b2=0.9, eps=0.5), descent=-0.05, complex_as_pairs=False),
+    Entry('scale_by_adagrad_preconditioner', optaxplus.scale_by_adagrad_preconditioner,
+          dict(eps=0.5), descent=-0.3, complex_as_pairs=False),
+    Entry('scale_by_adam_sqr', optaxplus.scale_by_adam_sqr, dict(b2=0.9, eps=0.5),
+          descent=-0.5, complex_as_pairs=False),
+    Entry('scale_by_adagrad_sqr', optaxplus.scale_by_adagrad_sqr, dict(eps=0.5),
+          descent=-2.0, complex_as_pairs=False),
+    Entry('scale_by_hutchinson', optaxplus.scale_by_hutchinson, dict(init_samples=3),
+          needs=('hvp_fn',), descent=-0.2, complex_as_pairs=False,
+          new_values={'eps': 2.0}, inert=('b2', 'seed', 'init_samples')),
 ]
 
 entries = pytest.mark.parametrize('entry', ENTRIES, ids=lambda e: e.name)
@@ -210,6 +249,8 @@ def extra_args(entry, loss_fn, tree):
     args['value'] = loss_fn(tree)
   if 'grad_fn' in entry.needs:
     args['grad_fn'] = gradient(loss_fn)
+  if 'hvp_fn' in entry.needs:
+    args['hvp_fn'] = lambda v: jax.jvp(gradient(loss_fn), (tree,), (v,))[1]
   return args
 
 
