@@ -50,16 +50,16 @@ def get_config(optimizer: str = ""):
   # Training.
   config.batch_size = 64  # global batch, split over `num_devices`
   config.num_devices = 1  # 0: all local devices
-  config.num_steps = 400  # ~7 epochs of the 3,600 MNIST-1D training examples
+  config.num_steps = 300  # ~5 epochs of the 3,600 MNIST-1D training examples
   config.seed = 0  # initialisation and batch order (paired across the arms of a suite)
   config.log_every = 25  # steps per logged (averaged) train record
-  config.eval_every = 200  # steps between validation/test evaluations (and at the end)
+  config.eval_every = 150  # steps between validation/test evaluations (and at the end)
   config.eval_batch_size = 1000
   config.train_eval_examples = 1000  # fixed training subset for the final train loss
   # Diverged: a logged train loss (mean over log_every steps) not finite or above this;
   # training stops there. Cross-entropy starts at ln(classes) <= 4.9 here.
   config.divergence_threshold = 1000.0
-  config.checkpoint_every = 200  # 0: never checkpoint (then Ctrl-C cannot resume)
+  config.checkpoint_every = 150  # 0: never checkpoint (then Ctrl-C cannot resume)
   config.stop_after_steps = 0  # >0: stop there as if killed (resume testing)
   config.progress_bar = True  # shown only on a TTY
 

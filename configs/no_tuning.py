@@ -1,6 +1,7 @@
 """Suite 1 (MomSPS paper): untuned Polyak methods vs tuned baselines, ResNet on MNIST-1D.
 
-MomSPS, MomSPS_smooth, SPS_max and MomDecSPS at their library defaults (one config each)
+MomSPS, MomSPS_smooth, SPS_max, MomDecSPS and the preconditioned Polyak steps PSPS and
+SANIA at their library defaults (one config each)
 against baselines whose learning rate is chosen on validation: SGD-momentum over 5 rates
 with a constant AND with a warm-up + cosine schedule, Adam over 5 rates with warm-up +
 cosine, and optax.contrib.momo over 3. 1-D ResNet (32, 64), batch 64, 1,250 steps (~22
@@ -15,7 +16,8 @@ MOMO_LEARNING_RATES = (0.3, 1.0, 3.0)
 DESCRIPTION = (
     "Untuned methods at their library defaults (momsps: c=1, γ_b=10, β=0.9; "
     "momsps_smooth: c=1, τ=2, initial step 1; sps: c=0.5, γ_b=1; momdecsps: c=1, "
-    "γ_b=10, β=0.9). Tuned: SGD with momentum 0.9, constant or warm-up + cosine "
+    "γ_b=10, β=0.9; psps: Adam preconditioner, c=1, γ_b=1, β=0; sania: Adam-SQR "
+    "preconditioner, β=0). Tuned: SGD with momentum 0.9, constant or warm-up + cosine "
     "(linear warm-up over the first 5% of the steps, cosine decay to 0); Adam, warm-up + "
     "cosine; optax.contrib.momo (β=0.9). The grid of each tuned arm is the cost an untuned "
     "method replaces.")
@@ -23,7 +25,7 @@ DESCRIPTION = (
 
 def untuned_arms():
   return [dict(label=name, optimizer=dict(name=name))
-          for name in ("momsps", "momsps_smooth", "sps", "momdecsps")]
+          for name in ("momsps", "momsps_smooth", "sps", "momdecsps", "psps", "sania")]
 
 
 def tuned_arms(sgd=SGD_LEARNING_RATES, adam=ADAM_LEARNING_RATES, momo=MOMO_LEARNING_RATES):

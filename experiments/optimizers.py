@@ -7,7 +7,8 @@ knows and the user should not set (``batches_per_epoch``) are injected by
 ``create_optimizer``; arguments that take code (``mask``) keep the factory's default.
 
 Baselines come from optax (``sgd``, ``adam``, ``adamw``, ``lamb``, ``momo``); the methods
-are ``optaxplus``'s public factories, registered as they are (the exploration family with
+are ``optaxplus``'s public factories (the preconditioned Polyak steps ``psps`` and
+``sania`` among them), registered as they are (the exploration family with
 a default learning rate, which the library leaves to the user). Every hyperparameter is
 checked when the optimizer is built, the optax baselines' here with the library's checker:
 a bad value is a ``TypeError``/``ValueError`` naming the config key (``optimizer.<key>``,
@@ -36,7 +37,7 @@ INJECTED = ("batches_per_epoch",)
 # Arguments that take code, not numbers: a config cannot hold them.
 CODE_ARGUMENTS = ("mask",)
 POLYAK = ("sps", "decsps", "adasps", "momsps", "momsps_smooth", "momdecsps", "momadasps",
-          "sps_naive_momentum", "momo")
+          "psps", "sania", "sps_naive_momentum", "momo")
 
 
 def register(fn, name: str | None = None):
@@ -148,7 +149,8 @@ def momo(learning_rate: float = 1.0, beta: float = 0.9, lower_bound: float = 0.0
 # --- optaxplus.polyak ---------------------------------------------------------------------
 # The library's factories themselves: their signatures (and defaults) are the config keys.
 for _polyak_factory in (optaxplus.sps, optaxplus.decsps, optaxplus.adasps, optaxplus.momsps,
-                        optaxplus.momsps_smooth, optaxplus.momdecsps, optaxplus.momadasps):
+                        optaxplus.momsps_smooth, optaxplus.momdecsps, optaxplus.momadasps,
+                        optaxplus.psps, optaxplus.sania):
   register(_polyak_factory)
 
 

@@ -197,11 +197,14 @@ def test_expand_grid_and_max_grid_points():
   config = default.get_config()
   config.sweep.seeds = (0, 1)
   runs = sweep.expand(config)
-  assert len(runs) == (1 + 2 + 2) * 2
+  assert len(runs) == (1 + 3 + 2) * 2
   lrs = [r.config.optimizer.learning_rate for r in runs if r.arm == "sgd-momentum"]
-  assert lrs == [0.03, 0.03, 0.3, 0.3]
+  assert lrs == [0.03, 0.03, 0.1, 0.1, 0.3, 0.3]
   assert [r.seed for r in runs if r.arm == "adam"] == [0, 1, 0, 1]
   assert {r.config.optimizer.name for r in runs} == {"momsps", "sgd", "adam"}
+  # The tuned arms are scheduled; the untuned Polyak method sets its own step.
+  assert {r.arm: r.config.schedule for r in runs} == {
+      "momsps (defaults)": "constant", "sgd-momentum": "cosine", "adam": "cosine"}
   config.sweep.max_grid_points = 1
   assert len(sweep.expand(config)) == 3 * 2
 
@@ -212,3 +215,34 @@ def test_momsps_smooth_gets_batches_per_epoch_from_the_data():
                                    batches_per_epoch=7)
   assert isinstance(tx, optax.GradientTransformation)
   assert "batches_per_epoch" not in optimizers.hyperparameters("momsps_smooth")
+
+
+def test_cosine_schedule_warms_up_then_decays_and_is_logged_as_the_step_size():
+  import jax  # pylint: disable=import-outside-toplevel
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  import optax  # pylint: disable=import-outside-toplevel
+  total, lr = 200, 0.4
+  warmup = 10  # 5% of 200
+  steps = np.arange(total + 1)
+  expected = np.where(steps < warmup, lr * steps / warmup,
+                      lr * 0.5 * (1 + np.cos(np.pi * (steps - warmup) / (total - warmup))))
+  schedule = optimizers.learning_rate_schedule(lr, "cosine", total)
+  np.testing.assert_allclose([schedule(t) for t in steps], expected, rtol=1e-5, atol=1e-7)
+  assert optimizers.learning_rate_schedule(lr, "constant", total)(123) == lr
+  # SGD under the schedule: its step t is -schedule(t) * gradient, and the state's one
+  # step_size field (what the runner logs) is the rate that step used.
+  tx = optimizers.create_optimizer(optimizers.default_config("sgd", learning_rate=lr,
+                                                             momentum=0.0),
+                                   total_steps=total, schedule="cosine")
+  params = {"w": np.ones(3, np.float32)}
+  state = tx.init(params)
+  for t in range(12):
+    updates, state = tx.update({"w": np.full(3, 2.0, np.float32)}, state, params)
+    np.testing.assert_allclose(updates["w"], -2.0 * expected[t], rtol=1e-5, atol=1e-7)
+    found = optax.tree_utils.tree_get_all_with_path(state, "step_size")
+    assert len(found) == 1
+    np.testing.assert_allclose(jax.device_get(found[0][1]), expected[t], rtol=1e-5)
+  # A Polyak method keeps its own step size: no second field.
+  polyak = optimizers.create_optimizer(optimizers.default_config("momo"), total_steps=total,
+                                       schedule="cosine")
+  assert not optax.tree_utils.tree_get_all_with_path(polyak.init(params), "step_size")

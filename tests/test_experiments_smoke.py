@@ -16,13 +16,14 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # expanded and validated in test_experiments_config).
 SUITES = {
     "default": ("momsps (defaults)", "sgd-momentum", "adam"),
-    "no_tuning": ("momsps_smooth", "momdecsps", "sgd-momentum constant", "momo"),
+    "no_tuning": ("momsps_smooth", "psps", "sania", "sgd-momentum constant", "momo"),
     "no_tuning_lm": ("momsps", "sps+heavy-ball (naive)"),
     "no_tuning_teacher": ("sps", "adam cosine"),
     "unified_sam": ("sgd-momentum (base)", "λ=1-1/t", "SAM every_k=2"),
     "large_batch": ("alto", "alto α=0 (no E)", "lamb", "adam batch 256"),
     "explore_small_batch": ("esgd", "eadam"),
     "large_batch_gpu": ("alto",),  # at batch 32 here (see test_suite)
+    "no_tuning_gpu": ("momsps",),  # at batch 32 here (see test_suite)
 }
 SINGLE_RUNS = ("default", "digits_mlp", "stdlib_lm")
 
@@ -91,7 +92,7 @@ def test_suite(name, tmp_path):
     for arm in config.sweep.arms:
       arm.get("overrides", {}).update(num_steps=12, log_every=3, eval_every=6,
                                       checkpoint_every=0)
-  if name == "large_batch_gpu":  # sized for an accelerator; the code path is the same
+  if name.endswith("_gpu"):  # sized for an accelerator; the code path is the same
     config.batch_size, config.num_devices = 32, 1
   config.sweep.arms = [arm for arm in config.sweep.arms if arm["label"] in SUITES[name]]
   assert len(config.sweep.arms) == len(SUITES[name])
