@@ -31,6 +31,7 @@ from experiments import workdir as workdir_lib
 
 METRICS = ("accuracy", "perplexity", "loss")  # loss: the regression suites' mean squared error
 HIGHER_IS_BETTER = {"accuracy": True, "perplexity": False, "loss": False}
+DIGITS = {"accuracy": 2, "perplexity": 3, "loss": 5}  # decimals of a metric in the tables
 CONFIDENCE = 0.95
 SUMMARY_FILE = "summary.json"
 RESULTS_FILE = "results.md"
@@ -153,7 +154,7 @@ def cell(config: dict, key: str, scale: float, digits: int) -> str:
 
 def _columns(metric: str, chosen_only: bool) -> list[tuple[str, str, float, int]]:
   unit = " (%)" if metric == "accuracy" else ""
-  digits = 2 if metric == "accuracy" else 3
+  digits = DIGITS[metric]
   test = f"test {metric}{unit}" + ("" if chosen_only else " (not used to choose)")
   return [(f"validation {metric}{unit}", f"validation_{metric}", _scale(metric), digits),
           (test, f"test_{metric}", _scale(metric), digits),
@@ -195,7 +196,7 @@ def chosen_table(summary: dict, chosen: dict[str, dict], comparisons: dict) -> l
     cells = [cell(config, key, scale, digits) for _, key, scale, digits in cols]
     if arm in references:
       c = comparisons[(arm, references[arm])]
-      delta = [stats.format_interval(c, 2 if metric == "accuracy" else 3),
+      delta = [stats.format_interval(c, DIGITS[metric]),
                references[arm], _p(c.p_holm), c.verdict]
     else:
       delta = ["—", "(reference)" if arm in references.values() else "—", "—", "—"]
@@ -211,7 +212,7 @@ def chosen_table_text(summary: dict) -> str:
 
 
 def _sentence(arm: str, reference: str, c, chosen: dict, metric: str) -> str:
-  digits = 2 if metric == "accuracy" else 3
+  digits = DIGITS[metric]
   what = (f"test {metric} {stats.format_interval(c, digits)}{_unit(metric)} "
           f"(n={c.n} seeds, Holm p={_p(c.p_holm)})")
   label = chosen[reference]["label"]

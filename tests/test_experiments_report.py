@@ -140,3 +140,27 @@ def test_the_report_and_plots_rebuild_from_the_summary_alone(tmp_path):
   for png in report.PLOTS:
     image = matplotlib.image.imread(os.path.join(out, png))
     assert image.ndim == 3 and image.shape[0] > 100
+
+
+def test_a_loss_metric_is_chosen_lowest_and_compared_lower_is_better():
+  def with_loss(config, validation, test):
+    config = {**config, "runs": [
+        {**run, "final": {**run["final"], "validation_loss": v, "test_loss": t}}
+        for run, v, t in zip(config["runs"], validation, test)]}
+    return config
+  low = with_loss(SGD_01, [1e-3, 2e-3, 1e-3], [4e-4, 5e-4, 6e-4])
+  high = with_loss(SGD_03, [3e-3, 3e-3, 4e-3], [1e-4, 1e-4, 1e-4])  # best on test only
+  sps = with_loss(SPS, [5e-4] * 3, [2e-4, 3e-4, 3e-4])
+  summary = _summary([low, high, sps], [{"label": "sgd"}, {"label": "sps"}], "sgd")
+  summary["sweep"]["metric"] = "loss"
+  chosen = report.choose(summary["configs"], "loss")
+  assert chosen["sgd"]["label"] == "sgd lr=0.1"  # the lower validation loss
+  c = report.compare(summary, chosen)[("sps", "sgd")]
+  d = np.array([2e-4, 3e-4, 3e-4]) - np.array([4e-4, 5e-4, 6e-4])
+  half = scipy_stats.t.ppf(0.975, 2) * d.std(ddof=1) / math.sqrt(3)
+  np.testing.assert_allclose([c.mean, c.low, c.high], [d.mean(), d.mean() - half,
+                                                       d.mean() + half], rtol=1e-9)
+  assert c.verdict == "better"  # lower loss, interval below 0 (Holm over one comparison)
+  text = report.results_markdown(summary)
+  assert "−0.00023 [−0.00038, −0.00009]" in text  # 5 decimals: MSEs are small
+  assert "| sgd | sgd lr=0.1 (of 2) | 3 | 0.00133 ± 0.00058 |" in text
