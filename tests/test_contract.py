@@ -92,7 +92,6 @@ class Entry:
 SGD = optax.sgd(0.1, momentum=0.9)
 CAP = {'max_learning_rate': 1e-3}  # a cap the Polyak step hits, so changing it matters
 VALUE = ('value',)
-HVP = ('value', 'hvp_fn')
 
 ENTRIES = [
     Entry('sps', optaxplus.sps, needs=VALUE, step_size='first_update', new_values=CAP),
@@ -148,12 +147,6 @@ ENTRIES = [
     Entry('psps', optaxplus.psps, dict(momentum=0.9, b2=0.9, eps=0.5), needs=VALUE,
           step_size='readable', complex_as_pairs=False, new_values=CAP,
           inert=('seed', 'init_samples')),
-    # The toy Hessian is diagonal, so every probe z ⊙ Hz is exact: the seed, the number of
-    # probes and the decay of their average cannot matter; an ε of 2 binds (diag H = 1, 4).
-    Entry('psps_hutchinson', optaxplus.psps,
-          dict(preconditioner='hutchinson', momentum=0.9, init_samples=3), needs=HVP,
-          step_size='readable', complex_as_pairs=False, new_values={**CAP, 'eps': 2.0},
-          inert=('b2', 'seed', 'init_samples')),
     Entry('sania', optaxplus.sania, dict(momentum=0.9, b2=0.9, eps=0.5), needs=VALUE,
           step_size='readable', complex_as_pairs=False, new_values={'f_min': 15.0}),
     # c = 50: the default c and cap give the capped step on the first updates.
@@ -174,6 +167,8 @@ ENTRIES = [
           descent=-0.5, complex_as_pairs=False),
     Entry('scale_by_adagrad_sqr', optaxplus.scale_by_adagrad_sqr, dict(eps=0.5),
           descent=-2.0, complex_as_pairs=False),
+    # The toy Hessian is diagonal, so every probe z ⊙ Hz is exact: the seed, the number of
+    # probes and the decay of their average cannot matter; an ε of 2 binds (diag H = 1, 4).
     Entry('scale_by_hutchinson', optaxplus.scale_by_hutchinson, dict(init_samples=3),
           needs=('hvp_fn',), descent=-0.2, complex_as_pairs=False,
           new_values={'eps': 2.0}, inert=('b2', 'seed', 'init_samples')),
