@@ -42,18 +42,24 @@ class Case(NamedTuple):
   copies_state_on_cpu: bool = False
 
 
+# On XLA:CPU each global norm is a plain sum of squares, plus a fallback branch (a second
+# read of its operand) that runs only when that sum is outside its exact range; the
+# compiled program counts the branch. A norm of a computed value (ALTO's ‖u‖ per tensor)
+# also needs that value in a buffer for the branch: +2 passes.
+FALLBACK = 1
+
 VALUE = {'value': jnp.float32(2.0)}
 SAM = {'grad_fn': _half}
 BOTH = lambda bound: {'float32': bound, 'bfloat16': bound}
 
 CASES = (
-    Case('optaxplus.sps', optaxplus.sps, VALUE, BOTH(4.05)),
+    Case('optaxplus.sps', optaxplus.sps, VALUE, BOTH(4.05 + FALLBACK)),
     Case('optax.polyak_sgd', optax.polyak_sgd, VALUE, {}),
-    Case('optaxplus.momsps', optaxplus.momsps, VALUE, BOTH(7.05)),
+    Case('optaxplus.momsps', optaxplus.momsps, VALUE, BOTH(7.05 + FALLBACK)),
     Case('optaxplus.momsps_smooth', lambda: optaxplus.momsps_smooth(batches_per_epoch=100),
-         VALUE, BOTH(7.05)),
-    Case('optaxplus.momdecsps', optaxplus.momdecsps, VALUE, BOTH(7.05)),
-    Case('optaxplus.momadasps', optaxplus.momadasps, VALUE, BOTH(7.05)),
+         VALUE, BOTH(7.05 + FALLBACK)),
+    Case('optaxplus.momdecsps', optaxplus.momdecsps, VALUE, BOTH(7.05 + FALLBACK)),
+    Case('optaxplus.momadasps', optaxplus.momadasps, VALUE, BOTH(7.05 + FALLBACK)),
     Case('optax polyak + trace', lambda: optax.chain(
         optax.scale_by_polyak(), optax.trace(0.9), optax.scale(-1.0)), VALUE, {}),
     Case('optaxplus.esgd (alpha=-5, b1=0.99)',
@@ -69,7 +75,8 @@ CASES = (
     Case('optaxplus.eadam', lambda: optaxplus.eadam(1e-3), {}, BOTH(15.05)),
     Case('optax.adam', lambda: optax.adam(1e-3), {}, {}),
     Case('optaxplus.alto', lambda: optaxplus.alto(1e-3), {},
-         {'float32': 20.05, 'bfloat16': 27.05}),
+         # clip, ‖w‖ and ‖u‖: three fallback reads; u written and read for ‖u‖'s.
+         {'float32': 20.05 + 3 * FALLBACK + 2, 'bfloat16': 23.05 + 3 * FALLBACK + 2}),
     Case('optax.lamb', lambda: optax.lamb(1e-3), {}, {}),
     Case('optaxplus.sam(sgd momentum)', lambda: optaxplus.sam(
         optax.sgd(0.1, momentum=0.9)), SAM, {}),

@@ -51,7 +51,7 @@ def test_no_param_sized_copies_nor_host_work(name, dtype):
 def test_sam_every_k_holds_at_most_one_tree_of_temporaries(dtype):
   plain = measurement('optaxplus.sam(sgd momentum)', dtype)
   every_k = measurement('optaxplus.sam(sgd momentum, every_k=5)', dtype)
-  assert every_k.temporaries <= max(plain.temporaries, 1.0) + 0.05
+  assert every_k.temporaries <= plain.temporaries + 1.05
 
 
 def test_a_wasteful_update_fails_the_target():
@@ -62,7 +62,9 @@ def test_a_wasteful_update_fails_the_target():
   wasteful = optax.chain(optax.stateless(lambda g, p=None: materialise_upcast(g)),
                          optaxplus.sps())
   result = bytes_accessed.measure(wasteful, params('bfloat16'), bytes_accessed.VALUE)
-  assert result.passes > 4.05
+  sps_target = next(case.target['bfloat16'] for case in TARGETED
+                    if case.name == 'optaxplus.sps')
+  assert result.passes > sps_target
 
 
 def test_one_compilation_over_changing_values():

@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from optaxplus import _wide
 from optaxplus._wide import global_norm
 
 
@@ -75,13 +76,29 @@ def test_gradient_is_x_over_norm_also_for_tiny_trees():
   assert np.all(jax.grad(lambda v: global_norm({'a': v}))(jnp.zeros(2)) == 0)
 
 
-def test_one_read_of_the_tree():
-  """The three sums (plain, scaled up, scaled down) share one pass over the leaves."""
-  tree = {'a': jnp.ones((512, 512)), 'b': jnp.ones((256, 1024), jnp.bfloat16)}
+@pytest.mark.parametrize('magnitude', [1e-30, 1e-20, 1e-3, 1.0, 1e20, 1e30])
+def test_the_one_pass_sums_are_exact_at_every_scale(magnitude):
+  """``_one_pass`` (the norm on GPU and TPU; on CPU only outside the plain sum's range)."""
+  tree = tree_at(magnitude)
+  norm, squared = jax.jit(_wide._one_pass)(jax.tree.leaves(tree))
+  np.testing.assert_allclose(float(norm), numpy_norm(tree), rtol=1e-6)
+  if 1e-18 < magnitude < 1e18:
+    np.testing.assert_allclose(float(squared), numpy_norm(tree) ** 2, rtol=1e-6)
+
+
+def _passes(fn, tree) -> float:
   tree_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(tree))
-  cost = jax.jit(global_norm).lower(tree).compile().cost_analysis()
+  cost = jax.jit(fn).lower(tree).compile().cost_analysis()
   cost = cost[0] if isinstance(cost, list) else cost
-  assert cost['bytes accessed'] / tree_bytes < 1.01
+  return cost['bytes accessed'] / tree_bytes
+
+
+def test_one_read_of_the_tree_plus_the_cpu_fallback_branch():
+  """One pass computes the three sums; on CPU the plain sum reads once and the compiled
+  program also counts the fallback branch's read (which runs only out of range)."""
+  tree = {'a': jnp.ones((512, 512)), 'b': jnp.ones((256, 1024), jnp.bfloat16)}
+  assert _passes(lambda t: _wide._one_pass(jax.tree.leaves(t)), tree) < 1.01
+  assert _passes(global_norm, tree) < 2.01
 
 
 def test_near_the_float32_maximum():
