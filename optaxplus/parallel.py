@@ -20,15 +20,18 @@ FSDP (fully sharded data parallel; Rajbhandari et al., ZeRO, SC 2020): on a 2-D 
 (params and the optimizer state, which optaxplus keeps shaped like the params) over
 ``fsdp``; ``data_parallel(step, mesh, axis_name=('data', 'fsdp'), state_sharding=...)``
 splits the batch over both axes and keeps the state in those shardings from step to
-step. XLA gathers each param where the forward and backward passes need it and
-reduce-scatters its gradient, so the optimizer updates its own shard only::
+step. With ``Auto`` mesh axes XLA gathers each param where the forward and backward
+passes need it and reduces its gradient back to the shards, so the optimizer updates
+its own shard only (on ``Explicit`` axes, the default of ``jax.make_mesh``, the model
+must gather its weights itself, e.g. ``jax.sharding.reshard(w, P())``)::
 
-  mesh = jax.make_mesh((2, 4), ('data', 'fsdp'))
-  create = lambda: TrainState.create(apply_fn=None, params=init(key), tx=momsps())
+  mesh = jax.make_mesh((2, 4), ('data', 'fsdp'), axis_types=(AxisType.Auto,) * 2)
+  create = lambda: TrainState.create(apply_fn=model.apply, params=init(key), tx=momsps())
   sharding = fsdp_sharding(jax.eval_shape(create), mesh)
   state = jax.jit(create, out_shardings=sharding)()  # never whole on one device
   step = data_parallel(make_train_step(loss_fn), mesh, axis_name=('data', 'fsdp'),
                        state_sharding=sharding, donate_state=True)
+  state, metrics = step(state, batch)
 
 Multi-host (the recipe tests/test_multihost.py runs with 2 processes): in every process
 call ``jax.distributed.initialize(coordinator_address, num_processes, process_id)`` first

@@ -78,8 +78,8 @@ def run_single(tx, steps=STEPS, **options):
   return state, np.array(losses)
 
 
-def run_mesh(tx, step, steps=STEPS):
-  state, losses = new_state(tx), []
+def run_mesh(tx, step, steps=STEPS, state=None):
+  state, losses = new_state(tx) if state is None else state, []
   for batch in BATCHES[:steps]:
     state, metrics = step(state, batch)
     losses.append(metrics['loss'])
@@ -370,6 +370,24 @@ def make_fsdp_check(name, make_tx):
 
 for _name, _make_tx in FSDP_OPTIMIZERS.items():
   check(make_fsdp_check(_name, _make_tx))
+
+
+@check
+def fsdp_on_explicit_axes_with_the_model_gathering_its_weights():
+  mesh = jax.make_mesh((2, 4), ('data', 'fsdp'), axis_types=(AxisType.Explicit,) * 2)
+
+  def gathering_loss(params, batch):
+    return mlp_loss(jax.tree.map(lambda w: jax.sharding.reshard(w, P()), params), batch)
+
+  single_state, single_losses = run_single(polyak.momsps(), steps=3)
+  with jax.set_mesh(mesh):
+    state, sharding = fsdp_state(polyak.momsps, mesh)
+    step = parallel.data_parallel(training.make_train_step(gathering_loss), mesh,
+                                  axis_name=('data', 'fsdp'), state_sharding=sharding)
+    state, losses = run_mesh(None, step, steps=3, state=state)
+  assert shardings_of(state) == sharding
+  assert_close(losses, single_losses)
+  assert_close(state.params, single_state.params)
 
 
 @check
