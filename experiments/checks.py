@@ -76,6 +76,11 @@ def _check(config: ml_collections.ConfigDict) -> None:
   if config.batch_size % devices:
     raise ValueError(f"batch_size must be divisible by the {devices} devices, got "
                      f"{config.batch_size}.")
+  if config.get("mesh") is not None:
+    check_range("mesh.fsdp", config.mesh.fsdp, 1, integer=True)
+    if devices % config.mesh.fsdp:
+      raise ValueError(f"mesh.fsdp must divide the {devices} devices (the others are on "
+                       f"the data axis), got {config.mesh.fsdp}.")
 
 
 def validate(config: ml_collections.ConfigDict) -> None:

@@ -14,9 +14,12 @@ the same workdir is refused (``--overwrite`` replaces the old run).
 A run has diverged when a logged training loss (the mean over ``log_every`` steps) is not
 finite or exceeds ``config.divergence_threshold``; training stops there.
 
-The train step is :func:`optaxplus.training.make_train_step` under ``jax.jit``; with
-``num_devices > 1`` the batch is sharded over a 1-D ``data`` mesh (global view) and the
-state replicated.
+The train step is :func:`optaxplus.training.make_train_step` under
+:func:`optaxplus.parallel.data_parallel` (``jax.jit``, global view) on a ``(data, fsdp)``
+mesh of ``num_devices`` devices: the batch is split over both axes; the state is
+replicated, or with ``mesh.fsdp > 1`` (the devices on the ``fsdp`` axis; 1 when the
+config has no ``mesh`` block) split over ``fsdp`` by
+:func:`optaxplus.parallel.fsdp_sharding` (FSDP), the other devices on ``data``.
 """
 
 from __future__ import annotations
@@ -46,9 +49,11 @@ from experiments import optimizers as optimizers_lib
 from experiments import workdir as workdir_lib
 from experiments.checks import ConfigError, validate
 from optaxplus import checkpoint as checkpoint_lib
+from optaxplus import parallel
 from optaxplus import training
 
 TRAIN_KEYS = ("loss", "accuracy", "grad_norm", "step_size")
+BATCH_AXES = ("data", "fsdp")
 EVAL_SPLITS = ("validation", "test")
 
 
@@ -61,11 +66,21 @@ class Interrupted(Exception):
 
 
 # --- builders ----------------------------------------------------------------------------
-def create_mesh(num_devices: int) -> jax.sharding.Mesh:
-  """A 1-D ``data`` mesh over the first ``num_devices`` devices (0: all of them)."""
+def fsdp_size(config) -> int:
+  """The devices on the ``fsdp`` axis: ``config.mesh.fsdp``, 1 without a ``mesh`` block."""
+  mesh = config.get("mesh")
+  return 1 if mesh is None else mesh.fsdp
+
+
+def create_mesh(num_devices: int, fsdp: int = 1) -> jax.sharding.Mesh:
+  """A ``(data, fsdp)`` mesh over the first ``num_devices`` devices (0: all of them).
+
+  ``fsdp`` devices on the ``fsdp`` axis, the others on ``data``; ``Auto`` axes, so that
+  XLA gathers FSDP-sharded weights where the model uses them.
+  """
   devices = jax.devices()[:num_devices or jax.device_count()]
-  return jax.make_mesh((len(devices),), ("data",), devices=devices,
-                       axis_types=(jax.sharding.AxisType.Auto,))
+  return jax.make_mesh((len(devices) // fsdp, fsdp), BATCH_AXES, devices=devices,
+                       axis_types=(jax.sharding.AxisType.Auto,) * 2)
 
 
 @functools.lru_cache(maxsize=4)
@@ -87,7 +102,8 @@ def _model_functions(model_json: str, context_length: int,
 
 @functools.lru_cache(maxsize=8)
 def _train_functions(model_key: tuple, optimizer_json: str, sam_json: str, schedule: str,
-                     batches_per_epoch: int, total_steps: int) -> types.SimpleNamespace:
+                     batches_per_epoch: int, total_steps: int,
+                     mesh: jax.sharding.Mesh) -> types.SimpleNamespace:
   """The optimizer and the jitted train step, shared by runs that differ only in seed."""
   tx = optimizers_lib.create_optimizer(
       ml_collections.ConfigDict(json.loads(optimizer_json)),
@@ -95,19 +111,21 @@ def _train_functions(model_key: tuple, optimizer_json: str, sam_json: str, sched
       batches_per_epoch=batches_per_epoch, total_steps=total_steps, schedule=schedule)
   step = training.make_train_step(_model_functions(*model_key).loss_fn, has_aux=True,
                                   has_state=True)
-  return types.SimpleNamespace(
-      tx=tx, train_step=jax.jit(step, donate_argnums=0, static_argnames="sam_step"))
+  # The state keeps the shardings it is created with (replicated or FSDP), donated.
+  return types.SimpleNamespace(tx=tx, step=step, train_step=parallel.data_parallel(
+      step, mesh, axis_name=BATCH_AXES, donate_state=True))
 
 
 def create_train_state(config, dataset: data_lib.Dataset, mesh, batches):
-  """The initial replicated ``TrainState`` and the run's compiled functions."""
+  """The initial ``TrainState`` (replicated, or FSDP-sharded with ``mesh.fsdp > 1``) and
+  the run's compiled functions."""
   model_key = (config.model.to_json(), config.context_length, dataset.num_classes)
   model_fns = _model_functions(*model_key)
   train_fns = _train_functions(
       model_key, config.optimizer.to_json(), config.sam.to_json(), config.schedule,
       # Only in the key where they change the optimizer (else: needless recompiles).
       batches.batches_per_pass if config.optimizer.name == "momsps_smooth" else 1,
-      config.num_steps if config.schedule == "cosine" else 1)
+      config.num_steps if config.schedule == "cosine" else 1, mesh)
   variables = model_fns.init(jax.random.key(config.seed), batches.batch(0)["x"][:1])
   params = variables.pop("params")
   state = training.TrainState.create(apply_fn=model_fns.model.apply, params=params,
@@ -115,10 +133,11 @@ def create_train_state(config, dataset: data_lib.Dataset, mesh, batches):
   # The step donates the state, and donation needs one buffer per leaf: an optimizer
   # state may hold one array in several fields (e.g. equal initial scalars).
   state = jax.tree.map(jnp.copy, state)
-  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-  fns = types.SimpleNamespace(train_step=train_fns.train_step, eval_fn=model_fns.eval_fn,
-                              eval_loss=model_fns.eval_loss)
-  return jax.device_put(state, replicated), fns
+  sharding = (parallel.fsdp_sharding(state, mesh) if mesh.shape["fsdp"] > 1 else
+              jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
+  fns = types.SimpleNamespace(train_step=train_fns.train_step, step=train_fns.step,
+                              eval_fn=model_fns.eval_fn, eval_loss=model_fns.eval_loss)
+  return jax.device_put(state, sharding), fns
 
 
 # --- checkpoints and records ---------------------------------------------------------------
@@ -260,14 +279,14 @@ def _log_progress(config, step: int, record: dict | None, results: dict) -> None
 
 def create_run(config, dataset: data_lib.Dataset) -> types.SimpleNamespace:
   """Everything a run needs, built once: mesh, batches, state, compiled functions."""
-  mesh = create_mesh(config.num_devices)
+  mesh = create_mesh(config.num_devices, fsdp_size(config))
   batches = data_lib.BatchIterator(dataset, config.batch_size, config.seed,
                                    config.context_length)
   state, fns = create_train_state(config, dataset, mesh, batches)
-  metrics = jax.eval_shape(fns.train_step, state, batches.batch(0))[1]
+  metrics = jax.eval_shape(fns.step, state, batches.batch(0))[1]
   return types.SimpleNamespace(
       mesh=mesh, batches=batches, state=state, fns=fns,
-      sharding=jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data")),
+      sharding=jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(BATCH_AXES)),
       keys=tuple(k for k in TRAIN_KEYS if k in {**metrics, **metrics["aux"]}),
       eval_batches={split: data_lib.split_batches(dataset, split, config.eval_batch_size)
                     for split in EVAL_SPLITS})
@@ -396,6 +415,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       "hessian_probe": probe, "hessian_top_eigenvalue": eigenvalue,
       "hessian_iterations": iterations,
       "train_time_s": train_time, "devices": setup.mesh.devices.size,
+      "mesh": dict(setup.mesh.shape),
       "device_kind": jax.devices()[0].device_kind, "jax_version": jax.__version__,
       "data_fingerprint": dataset.fingerprint, "num_train": dataset.num_train,
       "num_validation": len(dataset.validation_x), "num_test": len(dataset.test_x),
