@@ -6,10 +6,12 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from configs import default
 from configs import lm_fsdp
 from experiments import train
+from experiments.checks import ConfigError, validate
 from experiments import workdir as workdir_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -74,3 +76,13 @@ def test_lm_fsdp_on_eight_devices_matches_one(tmp_path):
     assert a["step"] == b["step"] and a["split"] == b["split"]
     np.testing.assert_allclose(a["loss"], b["loss"], rtol=1e-4)
   np.testing.assert_allclose(one["test_loss"], fsdp["test_loss"], rtol=1e-4)
+
+
+def test_mesh_fsdp_is_checked():
+  config = lm_fsdp.get_config()
+  config.num_devices = 1
+  for fsdp, message in ((0, r"mesh.fsdp must be a whole number in \[1.0, inf\)"),
+                        (4, "mesh.fsdp must divide the 1 devices")):
+    config.mesh.fsdp = fsdp
+    with pytest.raises(ConfigError, match=message):
+      validate(config)
