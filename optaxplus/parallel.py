@@ -331,7 +331,7 @@ def data_parallel(train_step: Callable[..., Any], mesh: Mesh, *,
   if step_axis is not None and state_sharding is not None:
     raise ValueError(
         'state_sharding needs a global-view train step (make_train_step without '
-        f'axis_name): under shard_map the step would see only its shard of each leaf.')
+        'axis_name): under shard_map the step would see only its shard of each leaf.')
   replicated = NamedSharding(mesh, PartitionSpec())
   batch_sharding = NamedSharding(mesh, PartitionSpec(axis_name))
   compiled = {}
