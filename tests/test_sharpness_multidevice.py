@@ -140,6 +140,12 @@ def run_grouped(make_step, train, params):
     step = jax.jit(jax.shard_map(make_step(tx, varying), mesh=mesh,
                                  in_specs=(P(), P(), P(axes), P(axes)), out_specs=(P(), P())))
     results[f'grouped_{run}'] = train(step, params, tx.init(params), place)
+  # Without type checks the gradient at a shared point is the device's own already.
+  tx = unified_sam(optax.sgd(LR, momentum=MOMENTUM), RHO, LAM, axis_name=axes,
+                   perturbation_axis_name='group')
+  step = jax.jit(jax.shard_map(make_step(tx), mesh=mesh, check_vma=False,
+                               in_specs=(P(), P(), P(axes), P(axes)), out_specs=(P(), P())))
+  results['grouped_group_unchecked'] = train(step, params, tx.init(params), place)
   return results
 
 
@@ -233,6 +239,10 @@ def test_jit_with_named_sharding_perturbs_globally(device_results):
 @pytest.mark.parametrize('axis', ['group', 'replica'])
 def test_grouped_perturbation_per_group_of_devices(device_results, axis):
   assert_close(device_results[f'grouped_{axis}'], grouped_reference_run(axis))
+
+
+def test_grouped_perturbation_without_type_checks(device_results):
+  assert_close(device_results['grouped_group_unchecked'], grouped_reference_run('group'))
 
 
 def test_grouped_references_differ_from_per_device_and_global():
