@@ -20,8 +20,8 @@ to the scalar ``√⟨g_t, d_t⟩`` in place of ``‖g_t‖``, in float32 or wid
 
 Skipped updates: when the loss or ``⟨g_t, d_t⟩`` is not finite, ``⟨g_t, d_t⟩ ≤ 0``, or the
 loss is at or below ``f_min``, the update is zero and the whole state, the
-preconditioner's included, is left unchanged. ``⟨g_t, d_t⟩`` is a plain float32 (float64
-for float64 params) sum: one that under/overflows is skipped.
+preconditioner's included, is left unchanged. ``⟨g_t, d_t⟩`` is summed in float32 (float64
+for float64 params), exactly where only the sum would under/overflow.
 
 Reading the step taken: ``optax.tree_utils.tree_get(state, 'step_size')`` (``γ_t`` or
 ``(1 − β) λ_t``, in units of ``d_t``).
@@ -87,11 +87,32 @@ class DiagonalPreconditionerState(NamedTuple):
 
 
 def _inner(g, d) -> jax.Array:
-  """``⟨g, d⟩ = Σ Re(conj(g) d)`` over every leaf, in float32 or wider."""
+  """``⟨g, d⟩ = Σ Re(conj(g) d)`` in float32 or wider, exact where only the sum under/overflows.
+
+  As :func:`optaxplus._wide.global_norm`: the plain sum, a scaled-up and a scaled-down
+  one and the largest ``|g_i d_i|`` in ONE variadic reduce per leaf (which XLA also fuses
+  with the maths that computes ``d``); the scaled-up sum serves when every term is below
+  1, the scaled-down one when the plain sum overflows. Each product must be finite.
+  """
   dtype = tree_wide_dtype(g)
-  terms = jax.tree.map(lambda a, b: jnp.sum(jnp.real(jnp.conj(wide(a)) * wide(b)), dtype=dtype),
-                       g, d)
-  return sum(jax.tree.leaves(terms), jnp.zeros([], dtype))
+  half = jnp.finfo(dtype).maxexp // 2
+  # Powers of two scale exactly; the barrier keeps XLA from folding them into the terms.
+  up, down = jax.lax.optimization_barrier(
+      (jnp.asarray(2.0 ** (half - 17), dtype), jnp.asarray(2.0 ** -(half + 16), dtype)))
+  zero = jnp.zeros([], dtype)
+  totals = (zero,) * 4
+  for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(d)):
+    x = jnp.real(jnp.conj(wide(a)) * wide(b)).astype(dtype)
+    terms = (x, jnp.clip(x, -1, 1) * up, x * down, jnp.abs(x))
+    totals = _sums_and_max(totals, jax.lax.reduce(terms, (zero,) * 4, _sums_and_max,
+                                                  tuple(range(x.ndim))))
+  plain, tiny, huge, largest = totals
+  return jnp.where(largest < 1, tiny / up, jnp.where(jnp.isinf(plain), huge / down, plain))
+
+
+def _sums_and_max(a: tuple, b: tuple) -> tuple:
+  """Three sums and a maximum; one module-level function, so eager reduces hit the cache."""
+  return a[0] + b[0], a[1] + b[1], a[2] + b[2], jnp.maximum(a[3], b[3])
 
 
 def _preconditioned(direction, polyak) -> optax.GradientTransformationExtraArgs:
@@ -109,10 +130,17 @@ def _preconditioned(direction, polyak) -> optax.GradientTransformationExtraArgs:
     _, polyak_state = polyak.update(root, state.polyak, params, **extra_args)
     applied = polyak_state.count != state.polyak.count
     step = polyak_state.step_size
+    if isinstance(direction, _Diagonal):
+      # The state and d once more, masked by `applied` rather than selected: XLA then
+      # computes each param-sized result in the one pass that writes it, where it would
+      # keep the first ones in temporaries (it does not duplicate work into two users).
+      direction_state = direction.commit(updates, state.direction, applied)
+      d = direction.divide(updates, direction_state)
+    else:
+      direction_state = optax.tree.where(applied, direction_state, state.direction)
     scale = lambda g, x: jnp.where(applied, wide(x) * step, 0).astype(g.dtype)
-    new_state = PreconditionedPolyakState(
-        optax.tree.where(applied, direction_state, state.direction), polyak_state)
-    return jax.tree.map(scale, updates, d), new_state
+    return (jax.tree.map(scale, updates, d),
+            PreconditionedPolyakState(direction_state, polyak_state))
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
@@ -211,40 +239,64 @@ def _init(params) -> DiagonalPreconditionerState:
   return DiagonalPreconditionerState(jnp.zeros([], jnp.int32), _real_zeros(params))
 
 
-def _squared_gradients(
-    b2: Any, eps: Any, *, square_root: bool
-) -> optax.GradientTransformationExtraArgs:
+class _Diagonal(optax.GradientTransformationExtraArgs):
+  """A diagonal preconditioner ``d = divide(g, state)`` with a masked state update.
+
+  ``commit(g, state, applied)`` is the updated state where ``applied``, ``state`` itself
+  elsewhere, computed elementwise (``update`` commits unconditionally).
+  """
+
+  commit: Callable[[optax.Updates, DiagonalPreconditionerState, Any],
+                   DiagonalPreconditionerState]
+  divide: Callable[[optax.Updates, DiagonalPreconditionerState], optax.Updates]
+
+
+def _squared_gradients(b2: Any, eps: Any, *, square_root: bool) -> _Diagonal:
   """``d = g / D`` with ``v`` an average (``b2`` a number) or a sum (``b2`` None) of ``|g|²``.
 
   ``D = √v̂ + ε`` with ``square_root``, ``D = max(v̂, ε)`` otherwise; ``v̂ = v / (1 − b2^t)``.
   """
   _check(eps=eps, **({} if b2 is None else {'b2': b2}))
 
-  def update_fn(updates, state, params=None, **extra_args):
-    del params, extra_args
-    count = optax.safe_increment(state.count)
-
-    # In the compute dtype, so that (1 − b2) and 1 − b2^t round alike.
+  def commit(updates, state, applied=None):
+    # In the compute dtype, so that (1 − b2) and 1 − b2^t round alike. A skipped update
+    # takes decay 1 and a zero gradient: exactly the old state. (applied=None: commit.)
     dtype = tree_wide_dtype(updates)
-    decay = None if b2 is None else jnp.asarray(b2, dtype)
+    mask = (lambda x, other: x) if applied is None else (
+        lambda x, other: jnp.where(applied, x, other))
+    decay = None if b2 is None else mask(jnp.asarray(b2, dtype), 1)
 
     def accumulate(v, g):
-      g, v = wide(g), wide(v)
+      g = mask(wide(g), 0)
       square = jnp.real(g * jnp.conj(g))
-      return v + square if decay is None else decay * v + (1 - decay) * square
+      new = wide(v) + square if b2 is None else decay * wide(v) + (1 - decay) * square
+      return new.astype(v.dtype)
 
-    estimate = jax.tree.map(lambda v, g: accumulate(v, g).astype(v.dtype),
-                            state.estimate, updates)
+    count = mask(optax.safe_increment(state.count), state.count)
+    return DiagonalPreconditionerState(count, jax.tree.map(accumulate, state.estimate, updates))
 
-    def direction(g, v):
-      v = wide(v) if decay is None else wide(v) / (1 - decay ** count.astype(dtype))
+  def divide(updates, state):
+    dtype = tree_wide_dtype(updates)
+    if b2 is not None:
+      # (A state that never committed divides by nothing: its d is not applied.)
+      t = jnp.maximum(state.count, 1).astype(dtype)
+      correction = 1 / (1 - jnp.asarray(b2, dtype) ** t)
+
+    def one(g, v):
+      v = wide(v) if b2 is None else wide(v) * correction
       denominator = jnp.sqrt(v) + eps if square_root else jnp.maximum(v, eps)
       return (wide(g) / denominator).astype(g.dtype)
 
-    return (jax.tree.map(direction, updates, estimate),
-            DiagonalPreconditionerState(count, estimate))
+    return jax.tree.map(one, updates, state.estimate)
 
-  return optax.GradientTransformationExtraArgs(_init, update_fn)
+  def update_fn(updates, state, params=None, **extra_args):
+    del params, extra_args
+    new_state = commit(updates, state)
+    return divide(updates, new_state), new_state
+
+  preconditioner = _Diagonal(_init, update_fn)
+  preconditioner.commit, preconditioner.divide = commit, divide
+  return preconditioner
 
 
 def scale_by_adam_preconditioner(
