@@ -119,7 +119,8 @@ def _reduce_over_devices(tree, axis_name, integer_reduction):
 
 
 def _device_varying(tree, axis_name):
-  """Marks every leaf as varying over ``axis_name`` (a no-op for leaves that already are).
+  """Marks every leaf as varying over ``axis_name`` (a name or a tuple of them; leaves
+  already varying over some of them are cast over the others only).
 
   Under ``shard_map(check_vma=True)`` JAX transposes the implicit broadcast of a
   replicated input into a ``psum``: the gradient with respect to replicated params is
@@ -133,11 +134,13 @@ def _device_varying(tree, axis_name):
     varying = getattr(getattr(aval, 'mat', None), 'varying', None)  # as in JAX 0.10
     if varying is None:
       varying = getattr(aval, 'vma', frozenset())  # earlier JAX
-    if axis_name in varying:
+    names = axis_name if isinstance(axis_name, tuple) else (axis_name,)
+    missing = tuple(name for name in names if name not in varying)
+    if not missing:
       return x
     if hasattr(jax.lax, 'pcast'):
-      return jax.lax.pcast(x, axis_name, to='varying')
-    return jax.lax.pvary(x, axis_name)  # JAX before pcast (deprecated in 0.8.2)
+      return jax.lax.pcast(x, missing, to='varying')
+    return jax.lax.pvary(x, missing)  # JAX before pcast (deprecated in 0.8.2)
   return jax.tree.map(cast, tree)
 
 

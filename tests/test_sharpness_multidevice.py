@@ -110,7 +110,7 @@ def run_on_devices(out_path):
   one_device = jax.device_put(params, jax.devices()[0])
   results['one_device'] = train(step, one_device, tx.init(one_device))
 
-  results.update(run_grouped(make_step, train, params))
+  results.update(run_grouped(make_step, train, params, loss_fn))
 
   arrays = {f'{run}/{n}': np.asarray(v) for run, tree in results.items()
             for n, v in tree.items()}
@@ -121,12 +121,13 @@ GRID = (2, 4)  # (replica, group): device (r, g) holds rows block 4 r + g of the
 GROUPED = {'group': 'group', 'replica': 'replica', 'both': ('replica', 'group')}
 
 
-def run_grouped(make_step, train, params):
+def run_grouped(make_step, train, params, loss_fn):
   """Grouped m-sharpness on a (replica, group) mesh, one run per perturbation axis."""
   import jax
   import optax
   from jax.sharding import NamedSharding, PartitionSpec as P
 
+  from optaxplus import parallel, training
   from optaxplus.sharpness import unified_sam
 
   axes = ('replica', 'group')
@@ -146,6 +147,14 @@ def run_grouped(make_step, train, params):
   step = jax.jit(jax.shard_map(make_step(tx), mesh=mesh, check_vma=False,
                                in_specs=(P(), P(), P(axes), P(axes)), out_specs=(P(), P())))
   results['grouped_group_unchecked'] = train(step, params, tx.init(params), place)
+  # The same through the training layer: make_train_step over both axes, local gradients.
+  train_step = parallel.data_parallel(training.make_train_step(
+      lambda p, batch: loss_fn(p, *batch), axis_name=axes, local_gradients=True),
+      mesh, axis_name=axes)
+  state = training.TrainState.create(apply_fn=None, params=params, tx=tx)
+  results['grouped_group_builder'] = train(
+      lambda _, state, x, y: (lambda new: (new.params, new))(train_step(state, (x, y))[0]),
+      params, state)
   return results
 
 
@@ -243,6 +252,11 @@ def test_grouped_perturbation_per_group_of_devices(device_results, axis):
 
 def test_grouped_perturbation_without_type_checks(device_results):
   assert_close(device_results['grouped_group_unchecked'], grouped_reference_run('group'))
+
+
+def test_grouped_perturbation_through_make_train_step(device_results):
+  """make_train_step(axis_name=(replica, group), local_gradients=True) under data_parallel."""
+  assert_close(device_results['grouped_group_builder'], grouped_reference_run('group'))
 
 
 def test_grouped_references_differ_from_per_device_and_global():

@@ -17,6 +17,7 @@ from optaxplus import training
 # By name: the package re-exports the functions `sam` and `explore` over the modules.
 from optaxplus.exploration import alto, eadam, eadamw, esgd
 from optaxplus.sharpness import asam, sam, unified_sam, usam
+from tests.jaxprs import primitives_in_conds
 
 
 class SmallCNN(nn.Module):
@@ -155,7 +156,8 @@ def test_static_sam_step_alternates_two_compiled_steps_as_every_k_does():
   train_step = training.make_train_step(loss_fn, has_aux=True, has_state=True)
   for sam_step in (True, False):
     jaxpr = jax.make_jaxpr(lambda s, b: train_step(s, b, sam_step=sam_step))(state, batch)
-    assert 'cond' not in str(jaxpr)
+    # No convolution inside a conditional (a norm's out-of-range fallback may be one).
+    assert 'conv_general_dilated' not in primitives_in_conds(jaxpr)
   in_graph = jax.jit(train_step)
   static = jax.jit(train_step, static_argnames='sam_step')
   expected = got = state
