@@ -78,6 +78,15 @@ CASES = (
          # clip, ‖w‖ and ‖u‖: three fallback reads; u written and read for ‖u‖'s.
          {'float32': 20.05 + 3 * FALLBACK + 2, 'bfloat16': 23.05 + 3 * FALLBACK + 2}),
     Case('optax.lamb', lambda: optax.lamb(1e-3), {}, {}),
+    # Preconditioned Polyak steps: one reduction for ⟨g, d⟩ (it reads g and v), then v and
+    # the params (and the heavy ball's buffer) each written in one pass.
+    Case('optaxplus.psps', optaxplus.psps, VALUE, BOTH(9.05)),
+    Case('optaxplus.psps (momentum=0.9)', lambda: optaxplus.psps(momentum=0.9), VALUE,
+         BOTH(12.05)),
+    Case('optaxplus.sania', optaxplus.sania, VALUE, BOTH(9.05)),
+    Case('optaxplus.sania (adagrad_sqr, momentum=0.9)',
+         lambda: optaxplus.sania('adagrad_sqr', momentum=0.9), VALUE, BOTH(12.05)),
+    Case('optax.contrib.momo_adam', optax.contrib.momo_adam, VALUE, {}),
     Case('optaxplus.sam(sgd momentum)', lambda: optaxplus.sam(
         optax.sgd(0.1, momentum=0.9)), SAM, {}),
     Case('optaxplus.sam(sgd momentum, every_k=5)', lambda: optaxplus.sam(

@@ -54,6 +54,18 @@ def test_sam_every_k_holds_at_most_one_tree_of_temporaries(dtype):
   assert every_k.temporaries <= plain.temporaries + 1.05
 
 
+@pytest.mark.parametrize('dtype', DTYPES)
+@pytest.mark.parametrize('plain, heavy_ball', [
+    ('optaxplus.psps', 'optaxplus.psps (momentum=0.9)'),
+    ('optaxplus.sania', 'optaxplus.sania (adagrad_sqr, momentum=0.9)')])
+def test_preconditioned_polyak_moves_no_more_than_adam_and_one_pass(plain, heavy_ball, dtype):
+  adam = measurement('optax.adam', dtype).passes  # (+ 0.05: the scalars)
+  assert measurement(plain, dtype).passes <= adam + 1.05
+  # The heavy ball's buffer is Adam's m, but Adam updates it in the pass that reads g;
+  # here the reduction for ⟨g, d⟩ (reading g and v) comes before it.
+  assert measurement(heavy_ball, dtype).passes <= adam + 2.05
+
+
 def test_a_wasteful_update_fails_the_target():
   """The measurement sees waste: ``sps`` after a forced float32 copy of the gradient."""
   def materialise_upcast(grads):
