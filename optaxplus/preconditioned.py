@@ -460,7 +460,8 @@ def scale_by_hutchinson(
       def add_probe(k, total):
         probe = _hutchinson_probe(jax.random.fold_in(keys[1], k), updates, hvp_fn)
         return jax.tree.map(jnp.add, total, probe)
-      total = jax.lax.fori_loop(0, init_samples, add_probe, estimate)
+      total = jax.lax.fori_loop(0, init_samples, add_probe,
+                                jax.tree.map(jnp.zeros_like, estimate))
       return jax.tree.map(lambda x: x / init_samples, total)
 
     previous = jax.lax.cond(state.count == 0, first_estimate, lambda: estimate)
