@@ -356,8 +356,8 @@ def scale_by_adam_sqr(b2: Any = 0.999, eps: Any = 0.1) -> optax.GradientTransfor
     v_t = b_2 v_{t−1} + (1 − b_2) |g_t|²,\quad
     D_t = \max\{ v_t / (1 − b_2^t),\ ε \},\quad d_t = g_t / D_t
 
-  Without the root, rescaling the parameters by a diagonal ``S`` maps ``d_t`` to
-  ``S⁻¹ d_t`` and leaves ``⟨g_t, d_t⟩`` unchanged (as long as ``ε`` does not bind).
+  Without the root, training on ``S x`` for a fixed positive diagonal ``S`` maps ``d_t`` to
+  ``S d_t`` and leaves ``⟨g_t, d_t⟩`` unchanged (as long as ``ε`` does not bind).
 
   Args:
     b2: the decay of the average of squared gradients, in [0, 1) (reference 0.999).
