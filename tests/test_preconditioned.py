@@ -139,6 +139,21 @@ def test_matches_float64_reference(name, momentum):
   assert 0 < sum(np.isclose(s, cap, rtol=1e-6) for s in steps) < len(steps), steps
 
 
+@pytest.mark.parametrize('name', ['psps_adam', 'sania_adam_sqr'])
+def test_float64_params_step_in_float64(name):
+  make_tx, make_preconditioner, step = CASES[name]
+  with jax.enable_x64(True):
+    treedef, grads, losses, _ = random_problem(6)
+    grads = [[np.float64(g) * 1.0001 for g in step_grads] for step_grads in grads]
+    updates, steps, state = run(make_tx(MOMENTUM), treedef, grads, np.float64(losses))
+    want_updates, want_steps = ref.heavy_ball(make_preconditioner(), step, grads, losses,
+                                              momentum=MOMENTUM)
+    assert optax.tree_utils.tree_get(state, 'step_size').dtype == jnp.float64
+  np.testing.assert_allclose(steps, kept_steps(want_steps), rtol=1e-12)
+  for got, want in zip(updates, want_updates):
+    chex.assert_trees_all_close(got, want, rtol=1e-11, atol=1e-14)
+
+
 # --- special cases --------------------------------------------------------------------
 
 @pytest.mark.parametrize('momentum', [0.0, MOMENTUM])
