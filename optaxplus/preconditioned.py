@@ -456,15 +456,15 @@ def scale_by_hutchinson(
     keys = jax.random.split(jax.random.fold_in(jax.random.key(seed), state.count), 2)
     estimate = jax.tree.map(wide, state.estimate)
 
-    def first_estimate():
-      def add_probe(k, total):
-        probe = _hutchinson_probe(jax.random.fold_in(keys[1], k), updates, hvp_fn)
-        return jax.tree.map(jnp.add, total, probe)
-      total = jax.lax.fori_loop(0, init_samples, add_probe,
-                                jax.tree.map(jnp.zeros_like, estimate))
-      return jax.tree.map(lambda x: x / init_samples, total)
+    def add_probe(k, total):
+      probe = _hutchinson_probe(jax.random.fold_in(keys[1], k), updates, hvp_fn)
+      return jax.tree.map(jnp.add, total, probe)
 
-    previous = jax.lax.cond(state.count == 0, first_estimate, lambda: estimate)
+    # D_0 from init_samples probes at the first update; no probe (a loop of 0) afterwards.
+    first = state.count == 0
+    total = jax.lax.fori_loop(0, jnp.where(first, init_samples, 0), add_probe,
+                              jax.tree.map(jnp.zeros_like, estimate))
+    previous = jax.tree.map(lambda t, e: jnp.where(first, t / init_samples, e), total, estimate)
     probe = _hutchinson_probe(keys[0], updates, hvp_fn)
     decay = jnp.asarray(b2, tree_wide_dtype(updates))
     estimate = jax.tree.map(lambda e, z: decay * e + (1 - decay) * z, previous, probe)
