@@ -2,19 +2,19 @@
 
 Batch 4,096 of the 36,000 training signals (8 steps an epoch) against a batch-256
 reference, the same 20-epoch budget (160 and 2,800 steps), warm-up + cosine schedules
-for every arm, an MLP (256, 256). Arms, each over 3 learning rates chosen on validation:
-``alto`` at its defaults (E with alpha=-5, explore_b1=0.99, inside its LAMB: b1=0.9,
-b2=0.99, weight decay 1e-4 on matrices, trust ratio on matrices, clip 1), ``alto`` with
-alpha=-10, ``alto`` with alpha=0 (E off: the same LAMB, the ablation the headline compares
-with), optax.lamb (b1=0.9, b2=0.999, trust ratio on every tensor) after the same
-clipping, Adam and E-Adam (alpha=-5) at batch 4,096, and Adam at batch 256. 3 paired
-seeds (the CPU budget of this suite).
+for every arm, an MLP (256, 256). Arms, each over 4 learning rates (5 for Adam and
+E-Adam) chosen on validation: ``alto`` at its defaults (E with alpha=-5,
+explore_b1=0.99, inside its LAMB: b1=0.9, b2=0.99, weight decay 1e-4 on matrices, trust
+ratio on matrices, clip 1), ``alto`` with alpha=-10, ``alto`` with
+alpha=0 (E off: the same LAMB, the ablation the headline compares with), optax.lamb
+(b1=0.9, b2=0.999, trust ratio on every tensor) after the same clipping, Adam and E-Adam
+(alpha=-5) at batch 4,096, and Adam at batch 256. 5 paired seeds.
 """
 
 from configs import default
 
-LAMB_LEARNING_RATES = (3e-3, 1e-2, 3e-2)
-ADAM_LEARNING_RATES = (1e-3, 3e-3, 1e-2)
+LAMB_LEARNING_RATES = (3e-3, 1e-2, 3e-2, 1e-1)
+ADAM_LEARNING_RATES = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1)
 NO_E = "alto α=0 (no E)"
 
 
@@ -36,7 +36,7 @@ def get_config():
                  "eval_every": 700}
   config.sweep = default.sweep_block(
       name="large_batch",
-      seeds=(0, 1, 2),
+      seeds=(0, 1, 2, 3, 4),
       metric="accuracy",
       reference=NO_E,
       description=("Batch 4,096 (160 steps) vs 256 (2,800 steps), 20 epochs of "
@@ -55,7 +55,7 @@ def get_config():
           dict(label="eadam", optimizer=dict(name="eadam"), reference="adam",
                grid=((lr, ADAM_LEARNING_RATES),)),
           dict(label="adam batch 256", optimizer=dict(name="adam"), reference="",
-               overrides=small_batch, grid=((lr, (3e-4, 1e-3, 3e-3)),)),
+               overrides=small_batch, grid=((lr, (1e-3, 3e-3, 1e-2, 3e-2)),)),
       ],
   )
   return config
