@@ -5,8 +5,7 @@ SANIA at their library defaults (one config each)
 against baselines whose learning rate is chosen on validation: SGD-momentum over 5 rates
 with a constant AND with a warm-up + cosine schedule, Adam over 5 rates with warm-up +
 cosine, and optax.contrib.momo over 3. 1-D ResNet (32, 64), batch 64, 1,250 steps (~22
-epochs of the 3,600 training signals), 3 paired seeds (the CPU budget of this suite;
-``no_tuning_gpu`` runs 5).
+epochs of the 3,600 training signals), 5 paired seeds.
 """
 
 from configs import default
@@ -50,7 +49,7 @@ def get_config():
   config.checkpoint_every = 250
   config.sweep = default.sweep_block(
       name="no_tuning",
-      seeds=(0, 1, 2),
+      seeds=(0, 1, 2, 3, 4),
       metric="accuracy",
       reference="sgd-momentum cosine",
       untuned=tuple(a["label"] for a in untuned_arms()),

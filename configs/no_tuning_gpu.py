@@ -23,5 +23,4 @@ def get_config():
   config.eval_batch_size = 2000
   config.train_eval_examples = 4000
   config.sweep.name = "no_tuning_gpu"
-  config.sweep.seeds = (0, 1, 2, 3, 4)
   return config
