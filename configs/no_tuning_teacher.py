@@ -3,7 +3,7 @@
 A wider one-hidden-layer student (128 ReLU units) learns a fixed random teacher (32
 units) from its exact outputs, so the squared-error minimum is exactly 0, the setting in
 which Polyak steps with f* = 0 are exact. The arms of ``configs/no_tuning.py``; chosen
-and compared on mean squared error (lower is better), 3 paired seeds.
+and compared on mean squared error (lower is better), 5 paired seeds.
 """
 
 from configs import default
@@ -21,7 +21,7 @@ def get_config():
   config.train_eval_examples = 4096
   config.sweep = default.sweep_block(
       name="no_tuning_teacher",
-      seeds=(0, 1, 2),
+      seeds=(0, 1, 2, 3, 4),
       metric="loss",
       reference="sgd-momentum cosine",
       untuned=tuple(a["label"] for a in no_tuning.untuned_arms()),
