@@ -3,8 +3,8 @@
 E with the paper's small-batch setting (alpha=0.5, explore_b1=0.01; the library's
 defaults are the large-batch ones) on top of the base optimizer, against the base alone,
 at batch 64 on the MNIST-1D ResNet, 1,250 steps, warm-up + cosine, each at two learning
-rates chosen on validation, 3 paired seeds (the CPU budget of this suite). E-SGD is
-compared with SGD-momentum and E-Adam with Adam.
+rates chosen on validation, 5 paired seeds. E-SGD is compared with SGD-momentum and
+E-Adam with Adam.
 """
 
 from configs import default
@@ -21,7 +21,7 @@ def get_config():
   lr = "optimizer.learning_rate"
   config.sweep = default.sweep_block(
       name="explore_small_batch",
-      seeds=(0, 1, 2),
+      seeds=(0, 1, 2, 3, 4),
       metric="accuracy",
       reference="sgd-momentum",
       description=("Batch 64, warm-up (5%) + cosine. E (alpha=0.5, explore_b1=0.01) "
