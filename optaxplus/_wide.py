@@ -94,6 +94,7 @@ def global_norm(tree, *, squared: bool = False) -> jax.Array:
 
 
 @jax.custom_jvp
+@jax.jit  # one compiled program per tree shape when called eagerly
 def _norm_and_sum_of_squares(leaves) -> tuple[jax.Array, jax.Array]:
   # XLA:CPU compiles a multi-output (variadic) reduce to a scalar loop, 5-8x slower than a
   # one-output sum; there the plain sum is checked and the one-pass sums only run when
@@ -132,8 +133,17 @@ def _checked_plain_sum(leaves) -> tuple[jax.Array, jax.Array]:
               jnp.zeros((), dtype))
   count = sum(x.size for x in leaves)
   exact = (plain >= count * float(finfo.tiny / finfo.eps)) & (plain < jnp.inf)
-  return jax.lax.cond(exact | jnp.isnan(plain), lambda _: (jnp.sqrt(plain), plain),
-                      _one_pass, leaves)
+  return jax.lax.cond(exact | jnp.isnan(plain), _from_plain, _from_one_pass, leaves, plain)
+
+
+def _from_plain(leaves, plain) -> tuple[jax.Array, jax.Array]:
+  del leaves
+  return jnp.sqrt(plain), plain
+
+
+def _from_one_pass(leaves, plain) -> tuple[jax.Array, jax.Array]:
+  del plain
+  return _one_pass(leaves)
 
 
 @_norm_and_sum_of_squares.defjvp
