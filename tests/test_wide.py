@@ -117,3 +117,11 @@ def test_abstract_leaves_give_the_dtype():
   from optaxplus._wide import tree_wide_dtype
   assert tree_wide_dtype({'a': jax.ShapeDtypeStruct((2,), jnp.bfloat16)}) == jnp.float32
   assert jax.eval_shape(global_norm, tree_at(1.0)).dtype == jnp.float32
+
+
+def test_eager_calls_compile_once_per_tree_shape():
+  jitted = _wide._norm_and_sum_of_squares.fun
+  before = jitted._cache_size()
+  for value in (1.0, 2.0, 1e-30):
+    global_norm({'a': jnp.full(3, value), 'b': jnp.full((2, 2), value)})
+  assert jitted._cache_size() == before + 1
