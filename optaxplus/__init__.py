@@ -8,7 +8,7 @@ and ALTO), ``accumulation`` (``multi_steps``), ``training`` / ``parallel`` / ``c
 The optimizers need only JAX, optax, chex and NumPy. The training layer is imported on
 first use: ``TrainState``, ``make_train_step``, ``nnx_grad_fn`` and the checkpoints need the
 ``flax`` extra (``pip install 'optaxplus[flax]'``) and say so when it is missing;
-``data_parallel`` and ``shard_batch`` need only JAX.
+``data_parallel``, ``fsdp_sharding`` and ``shard_batch`` need only JAX.
 """
 
 import importlib
@@ -63,6 +63,7 @@ _LAZY = {
     'restore_checkpoint': 'optaxplus.checkpoint',
     'save_checkpoint': 'optaxplus.checkpoint',
     'data_parallel': 'optaxplus.parallel',
+    'fsdp_sharding': 'optaxplus.parallel',
     'shard_batch': 'optaxplus.parallel',
     'TrainState': 'optaxplus.training',
     'make_train_step': 'optaxplus.training',
@@ -88,7 +89,7 @@ __all__ = [
     'MultiStepsValueState', 'multi_steps',
     # training, parallel, checkpoint (lazy)
     'TrainState', 'make_train_step', 'nnx_grad_fn',
-    'data_parallel', 'shard_batch', 'restore_checkpoint', 'save_checkpoint',
+    'data_parallel', 'fsdp_sharding', 'shard_batch', 'restore_checkpoint', 'save_checkpoint',
 ]
 
 
