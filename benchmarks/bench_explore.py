@@ -23,7 +23,6 @@ table (``benchmarks/bytes_accessed.py``, which explains XLA:CPU's floors); it do
 depend on the machine's load.
 """
 
-import argparse
 
 import optax
 
@@ -33,12 +32,7 @@ from optaxplus.exploration import alto, eadam
 
 
 def main():
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument('--d_model', type=int, default=768)
-  parser.add_argument('--layers', type=int, default=8)
-  parser.add_argument('--vocab', type=int, default=32000)
-  parser.add_argument('--repeats', type=int, default=15)
-  args = parser.parse_args()
+  args = update_timing.tree_arguments(__doc__, 768, 8, 32000)
 
   params = update_timing.transformer_params(args.d_model, args.layers, args.vocab)
   grads = params  # any tree of the right shapes will do

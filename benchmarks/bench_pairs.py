@@ -19,7 +19,6 @@ process CPU time (all threads; on a loaded machine the steadier of the two). The
 reads the wall-clock ratio, which is what a user waits for.
 """
 
-import argparse
 
 import jax.numpy as jnp
 import optax
@@ -39,12 +38,7 @@ DTYPES = (('float32', jnp.float32), ('bfloat16', jnp.bfloat16))
 
 
 def main():
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument('--d_model', type=int, default=512)
-  parser.add_argument('--layers', type=int, default=8)
-  parser.add_argument('--vocab', type=int, default=8192)
-  parser.add_argument('--repeats', type=int, default=15)
-  args = parser.parse_args()
+  args = update_timing.tree_arguments(__doc__, 512, 8, 8192)
 
   runs, trees = {}, {}
   for dtype_name, dtype in DTYPES:

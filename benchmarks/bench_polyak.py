@@ -12,7 +12,6 @@ the gradient is read twice:
   optax.contrib.momo         read g, m, p, write m (+ dots); read m, p, write p = 7
 """
 
-import argparse
 
 import jax.numpy as jnp
 import optax
@@ -22,12 +21,7 @@ from benchmarks import update_timing
 
 
 def main():
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument('--d_model', type=int, default=512)
-  parser.add_argument('--layers', type=int, default=8)
-  parser.add_argument('--vocab', type=int, default=8192)
-  parser.add_argument('--repeats', type=int, default=15)
-  args = parser.parse_args()
+  args = update_timing.tree_arguments(__doc__, 512, 8, 8192)
 
   params = update_timing.transformer_params(args.d_model, args.layers, args.vocab)
   grads = params  # any tree of the right shapes will do

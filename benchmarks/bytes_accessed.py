@@ -12,7 +12,6 @@ param-sized trees, and the param-sized ``copy`` instructions left in the optimiz
 Only compiles; runs in seconds.
 """
 
-import argparse
 import math
 import re
 from typing import Any, Callable, NamedTuple
@@ -156,11 +155,7 @@ def markdown_table(rows: list[tuple[str, dict[str, Measurement], dict]]) -> str:
 
 
 def main():
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument('--d_model', type=int, default=256)
-  parser.add_argument('--layers', type=int, default=4)
-  parser.add_argument('--vocab', type=int, default=4096)
-  args = parser.parse_args()
+  args = update_timing.tree_arguments(__doc__, 256, 4, 4096, repeats=None)
   trees = {dtype: update_timing.transformer_params(args.d_model, args.layers, args.vocab,
                                                    getattr(jnp, dtype))
            for dtype in ('float32', 'bfloat16')}

@@ -5,8 +5,9 @@ An update reads and writes whole parameter-sized trees; on any machine its floor
 run, by a jitted, donated ``p * c`` over the same tree (one read + one write per byte).
 """
 
+import argparse
 import time
-from typing import Callable
+from typing import Callable, Optional
 
 import jax
 import jax.numpy as jnp
@@ -32,6 +33,18 @@ def transformer_params(d_model: int, layers: int, vocab: int, dtype=jnp.float32)
       'blocks': [block(k) for k in keys[1:]],
       'final_norm': jnp.ones(d_model, dtype),
   }
+
+
+def tree_arguments(doc: str, d_model: int, layers: int, vocab: int,
+                   repeats: Optional[int] = 15) -> argparse.Namespace:
+  """The command line of a script timing updates on :func:`transformer_params`' tree."""
+  parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+  parser.add_argument('--d_model', type=int, default=d_model)
+  parser.add_argument('--layers', type=int, default=layers)
+  parser.add_argument('--vocab', type=int, default=vocab)
+  if repeats is not None:
+    parser.add_argument('--repeats', type=int, default=repeats)
+  return parser.parse_args()
 
 
 def tree_bytes(tree) -> int:
