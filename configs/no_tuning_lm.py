@@ -2,8 +2,8 @@
 
 The arms of ``configs/no_tuning.py`` (plus SPS_max + heavy ball without the (1 - β)
 factor, the unstable combination the MomSPS paper warns against) on the language model,
-3 learning rates per tuned arm, 3 paired seeds, 300 steps at batch 32 (the CPU budget of
-this suite); no Hessian probe.
+4 learning rates per tuned arm (1 for momo), 3 paired seeds, 300 steps at batch 32 (the
+CPU budget of this suite); no Hessian probe.
 """
 
 from configs import default
@@ -27,7 +27,7 @@ def get_config():
                   "trace(0.9), NOT MomSPS.",
       arms=no_tuning.untuned_arms() + [
           dict(label="sps+heavy-ball (naive)", optimizer=dict(name="sps_naive_momentum")),
-      ] + no_tuning.tuned_arms(sgd=(0.1, 0.3, 1.0), adam=(1e-3, 3e-3, 1e-2),
+      ] + no_tuning.tuned_arms(sgd=(0.03, 0.1, 0.3, 1.0), adam=(1e-3, 3e-3, 1e-2, 3e-2),
                                momo=(1.0,)),
   )
   return config
