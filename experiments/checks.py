@@ -47,8 +47,8 @@ def _check(config: ml_collections.ConfigDict) -> None:
   _one_of("model.name", config.model.name, models_lib.MODELS)
   _one_of("schedule", config.schedule, optimizers_lib.SCHEDULES)
   if (config.dataset == "stdlib_chars") != (config.model.name == "transformer"):
-    raise ValueError("the transformer goes with the stdlib_chars dataset, the mlp and cnn "
-                     f"with digits; got {config.model.name!r} on {config.dataset!r}.")
+    raise ValueError("the transformer goes with the stdlib_chars dataset, the other models "
+                     f"with the others; got {config.model.name!r} on {config.dataset!r}.")
   for key in POSITIVE + NON_NEGATIVE:
     check_range(key, _get(config, key), 1 if key in POSITIVE else 0, integer=True)
   for key in ("model.hidden", "model.stage_features"):

@@ -38,7 +38,6 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 
 from experiments import cli
 from experiments import data as data_lib
@@ -125,7 +124,7 @@ def create_train_state(config, dataset: data_lib.Dataset, mesh, batches):
       model_key, config.optimizer.to_json(), config.sam.to_json(), config.schedule,
       # Only in the key where they change the optimizer (else: needless recompiles).
       batches.batches_per_pass if config.optimizer.name == "momsps_smooth" else 1,
-      config.num_steps if config.schedule == "cosine" else 1, mesh)
+      config.num_steps if config.schedule != "constant" else 1, mesh)
   variables = model_fns.init(jax.random.key(config.seed), batches.batch(0)["x"][:1])
   params = variables.pop("params")
   state = training.TrainState.create(apply_fn=model_fns.model.apply, params=params,
@@ -171,9 +170,8 @@ def _learning_rate(config, step: int):
   lr = config.optimizer.get("learning_rate")
   if lr is None:
     return None
-  if config.schedule == "cosine":
-    return float(optax.cosine_decay_schedule(lr, max(config.num_steps, 1))(step))
-  return float(lr)
+  return float(optimizers_lib.learning_rate_schedule(lr, config.schedule,
+                                                     config.num_steps)(step))
 
 
 def _progress_bar(config, initial: int):
