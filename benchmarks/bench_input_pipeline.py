@@ -2,8 +2,9 @@
 
     python -m benchmarks.bench_input_pipeline [--steps 200 --repeats 5]
 
-For the experiment configs ``default`` (ResNet on digits, batch 64), ``large_batch``
-(the same at batch 1,440) and ``stdlib_lm`` (character transformer, batch 32) it times,
+For the experiment configs ``default`` (1-D ResNet on MNIST-1D, batch 64),
+``large_batch`` (MLP on MNIST-1D-40k, batch 4,096) and ``stdlib_lm`` (character
+transformer, batch 32) it times,
 in interleaved repeats of ``--steps`` steps each (best repeat reported):
 
 * ``compute``: the jitted train step of ``experiments.train`` on one batch already on the
@@ -81,7 +82,7 @@ def main():
         f"repeats of {args.steps} steps; ms per step\n")
   print("| config | batch | compute | loader | train loop | overhead |")
   print("|---|---|---|---|---|---|")
-  for name, module in (("default (cnn)", default), ("large_batch (cnn)", large_batch),
+  for name, module in (("default (resnet)", default), ("large_batch (mlp)", large_batch),
                        ("stdlib_lm (transformer)", stdlib_lm)):
     config = module.get_config()
     steps = max(10, args.steps // 10) if config.batch_size > 1000 else args.steps
