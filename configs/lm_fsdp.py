@@ -19,7 +19,6 @@ def get_config(optimizer: str = ""):
   config = stdlib_lm.get_config(optimizer)
   config.model.width = 256
   config.model.depth = 4
-  config.model.num_heads = 4
   if not optimizer:
     config.optimizer = optimizers.default_config("alto", learning_rate=1e-3)
   config.batch_size = 512

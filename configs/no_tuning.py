@@ -42,18 +42,21 @@ def tuned_arms(sgd=SGD_LEARNING_RATES, adam=ADAM_LEARNING_RATES, momo=MOMO_LEARN
   ]
 
 
+def suite_sweep(name: str, seeds: tuple, metric: str, extra_untuned: tuple = (),
+                description: str = DESCRIPTION, **grids):
+  """Suite 1's sweep block: the untuned arms (and ``extra_untuned``) against the tuned
+  arms, whose learning-rate grids ``grids`` may override (see ``tuned_arms``)."""
+  untuned = untuned_arms() + list(extra_untuned)
+  return default.sweep_block(
+      name=name, seeds=seeds, metric=metric, reference="sgd-momentum cosine",
+      untuned=tuple(a["label"] for a in untuned), description=description,
+      arms=untuned + tuned_arms(**grids))
+
+
 def get_config():
   config = default.get_config()
   config.num_steps = 1250
   config.eval_every = 250
   config.checkpoint_every = 250
-  config.sweep = default.sweep_block(
-      name="no_tuning",
-      seeds=(0, 1, 2, 3, 4),
-      metric="accuracy",
-      reference="sgd-momentum cosine",
-      untuned=tuple(a["label"] for a in untuned_arms()),
-      description=DESCRIPTION,
-      arms=untuned_arms() + tuned_arms(),
-  )
+  config.sweep = suite_sweep("no_tuning", seeds=(0, 1, 2, 3, 4), metric="accuracy")
   return config

@@ -6,7 +6,6 @@ factor, the unstable combination the MomSPS paper warns against) on the language
 CPU budget of this suite); no Hessian probe.
 """
 
-from configs import default
 from configs import no_tuning
 from configs import stdlib_lm
 
@@ -17,17 +16,11 @@ def get_config():
   config.eval_every = 100
   config.checkpoint_every = 0  # a suite resumes run by run; checkpoints cost CPU time here
   config.hessian.num_iterations = 0  # suite 1 compares accuracy; the LM's HVP compiles slowly
-  config.sweep = default.sweep_block(
-      name="no_tuning_lm",
-      seeds=(0, 1, 2),
-      metric="perplexity",
-      reference="sgd-momentum cosine",
-      untuned=tuple(a["label"] for a in no_tuning.untuned_arms()) + ("sps+heavy-ball (naive)",),
+  config.sweep = no_tuning.suite_sweep(
+      "no_tuning_lm", seeds=(0, 1, 2), metric="perplexity",
+      extra_untuned=(dict(label="sps+heavy-ball (naive)",
+                          optimizer=dict(name="sps_naive_momentum")),),
       description=no_tuning.DESCRIPTION + " sps+heavy-ball (naive): sps fed into "
                   "trace(0.9), NOT MomSPS.",
-      arms=no_tuning.untuned_arms() + [
-          dict(label="sps+heavy-ball (naive)", optimizer=dict(name="sps_naive_momentum")),
-      ] + no_tuning.tuned_arms(sgd=(0.03, 0.1, 0.3, 1.0), adam=(1e-3, 3e-3, 1e-2, 3e-2),
-                               momo=(1.0,)),
-  )
+      sgd=(0.03, 0.1, 0.3, 1.0), adam=(1e-3, 3e-3, 1e-2, 3e-2), momo=(1.0,))
   return config

@@ -19,13 +19,6 @@ def get_config():
   config.eval_every = 500
   config.checkpoint_every = 0  # a suite resumes run by run; saves CPU time here
   config.train_eval_examples = 4096
-  config.sweep = default.sweep_block(
-      name="no_tuning_teacher",
-      seeds=(0, 1, 2, 3, 4),
-      metric="loss",
-      reference="sgd-momentum cosine",
-      untuned=tuple(a["label"] for a in no_tuning.untuned_arms()),
-      description=no_tuning.DESCRIPTION,
-      arms=no_tuning.untuned_arms() + no_tuning.tuned_arms(),
-  )
+  config.sweep = no_tuning.suite_sweep("no_tuning_teacher", seeds=(0, 1, 2, 3, 4),
+                                       metric="loss")
   return config

@@ -102,15 +102,21 @@ def _norm_and_sum_of_squares(leaves) -> tuple[jax.Array, jax.Array]:
   return jax.lax.platform_dependent(leaves, cpu=_checked_plain_sum, default=_one_pass)
 
 
+def rescaling_powers(dtype) -> tuple[jax.Array, jax.Array]:
+  """``(2^(h−17), 2^−(h+16))`` for ``h = maxexp / 2`` of ``dtype``: the scales of the
+  scaled-up and scaled-down sums. Scaled squares stay below 2^(maxexp − 32), so a sum
+  over up to 2^32 entries cannot overflow. The barrier (on two scalars, free) keeps XLA
+  from folding them into constants and reassociating (x·s)² into x²·s², which would
+  under/overflow."""
+  half = jnp.finfo(dtype).maxexp // 2
+  return jax.lax.optimization_barrier(
+      (jnp.asarray(2.0 ** (half - 17), dtype), jnp.asarray(2.0 ** -(half + 16), dtype)))
+
+
 def _one_pass(leaves) -> tuple[jax.Array, jax.Array]:
   """``(‖x‖, ‖x‖²)`` from the three sums of squares, in one read of ``leaves``."""
   dtype = wide_dtype(*leaves)
-  # Scaled squares stay below 2^(maxexp − 32): a sum over up to 2^32 entries cannot
-  # overflow. The barrier (on two scalars, free) keeps XLA from folding the scales into
-  # constants and reassociating (x·s)² into x²·s², which would under/overflow.
-  half = jnp.finfo(dtype).maxexp // 2
-  up, down = jax.lax.optimization_barrier(
-      (jnp.asarray(2.0 ** (half - 17), dtype), jnp.asarray(2.0 ** -(half + 16), dtype)))
+  up, down = rescaling_powers(dtype)
   plain, tiny, huge = _sums_of_squares(leaves, dtype, up, down)
   # Below 1 the scaled-up sum cannot overflow and keeps terms that are subnormal in `plain`.
   small = plain < 1

@@ -47,26 +47,22 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Any, Union
+from typing import Any
 
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from optaxplus._axes import AxisName
+from optaxplus._axes import axis_names
 from optaxplus._checks import check_bool
 from optaxplus._checks import check_range
 
 __all__ = ['data_parallel', 'fsdp_sharding', 'shard_batch']
 
-AxisName = Union[str, tuple[str, ...]]
-
-
-def _axis_names(axis_name: AxisName) -> tuple[str, ...]:
-  return axis_name if isinstance(axis_name, tuple) else (axis_name,)
-
 
 def _check_axis(mesh: Mesh, axis_name: AxisName) -> None:
-  names = _axis_names(axis_name)
+  names = axis_names(axis_name)
   if not names or not all(isinstance(name, str) for name in names):
     raise TypeError(f'axis_name must be a mesh axis name (a str) or a non-empty tuple of '
                     f'them, got {type(axis_name).__name__} {axis_name!r}.')
@@ -78,7 +74,7 @@ def _check_axis(mesh: Mesh, axis_name: AxisName) -> None:
 
 
 def _axis_size(mesh: Mesh, axis_name: AxisName) -> int:
-  return int(np.prod([mesh.shape[name] for name in _axis_names(axis_name)]))
+  return int(np.prod([mesh.shape[name] for name in axis_names(axis_name)]))
 
 
 def _local_axis_size(mesh: Mesh, axis_name: AxisName) -> int:
@@ -163,7 +159,7 @@ def _fsdp_spec(shape: tuple[int, ...], axis_name: AxisName, shards: int,
           for name in (entry if isinstance(entry, tuple) else (entry,))}
   free = [d for d in range(len(shape)) if spec[d] is None and shape[d] % shards == 0]
   if (int(np.prod(shape, dtype=np.int64)) < min_size or not free
-      or used & set(_axis_names(axis_name))):
+      or used & set(axis_names(axis_name))):
     return current
   spec[max(free, key=lambda d: shape[d])] = axis_name  # ties: the first such dimension
   return PartitionSpec(*spec)

@@ -42,6 +42,7 @@ import jax.numpy as jnp
 import optax
 
 from optaxplus._checks import check_range
+from optaxplus._wide import rescaling_powers
 from optaxplus._wide import tree_wide_dtype
 from optaxplus._wide import wide
 from optaxplus.polyak import _RANGES as _POLYAK_RANGES
@@ -95,10 +96,7 @@ def _inner(g, d) -> jax.Array:
   1, the scaled-down one when the plain sum overflows. Each product must be finite.
   """
   dtype = tree_wide_dtype(g)
-  half = jnp.finfo(dtype).maxexp // 2
-  # Powers of two scale exactly; the barrier keeps XLA from folding them into the terms.
-  up, down = jax.lax.optimization_barrier(
-      (jnp.asarray(2.0 ** (half - 17), dtype), jnp.asarray(2.0 ** -(half + 16), dtype)))
+  up, down = rescaling_powers(dtype)
   zero = jnp.zeros([], dtype)
   totals = (zero,) * 4
   for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(d)):

@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from optaxplus._axes import axis_names, cast_varying, varying_axes
 from optaxplus._checks import check_bool, check_range, is_tracer
 from optaxplus._wide import global_norm, tree_wide_dtype, wide
 
@@ -218,23 +219,10 @@ def sam_perturbation(
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
-def _varying_axes(x) -> frozenset:
-  """The mesh axes over which ``x`` may differ, as shard_map's type checking tracks them."""
-  aval = jax.typeof(x)
-  manual_axis_type = getattr(aval, 'manual_axis_type', None)  # JAX >= 0.9
-  if manual_axis_type is not None:
-    return frozenset(manual_axis_type.varying)
-  return frozenset(getattr(aval, 'vma', ()))
-
-
-def _axis_names(axis_name: AxisName) -> tuple[str, ...]:
-  return axis_name if isinstance(axis_name, tuple) else (axis_name,)
-
-
 def _check_axis_name(axis_name, argument: str = 'axis_name') -> None:
   if axis_name is None:
     return
-  names = _axis_names(axis_name)
+  names = axis_names(axis_name)
   if not names or not all(isinstance(name, str) for name in names):
     raise TypeError(
         f'{argument} must be a mapped axis name (a str), a non-empty tuple of them, or '
@@ -246,8 +234,8 @@ def _check_perturbation_axis_name(perturbation_axis_name, axis_name) -> None:
   if perturbation_axis_name is None:
     return
   _check_axis_name(perturbation_axis_name, 'perturbation_axis_name')
-  outside = set(_axis_names(perturbation_axis_name)) - set(
-      () if axis_name is None else _axis_names(axis_name))
+  outside = set(axis_names(perturbation_axis_name)) - set(
+      () if axis_name is None else axis_names(axis_name))
   if outside:
     raise ValueError(
         f'perturbation_axis_name must be None or axes among axis_name={axis_name!r} '
@@ -258,7 +246,7 @@ def _check_perturbation_axis_name(perturbation_axis_name, axis_name) -> None:
 def _check_local(grads, axis_name: AxisName) -> None:
   """Raises if shard_map's type checking shows ``grads`` are not per-device gradients."""
   for name in _tracked_axes(axis_name):
-    if not all(name in _varying_axes(g) for g in jax.tree.leaves(grads)):
+    if not all(name in varying_axes(g) for g in jax.tree.leaves(grads)):
       raise ValueError(
           f'unified_sam(axis_name={axis_name!r}) needs the LOCAL gradient of each '
           f'device, but these gradients are the same on all devices along {name!r}. '
@@ -272,8 +260,8 @@ def _tracked_axes(axis_name: AxisName) -> tuple[str, ...]:
   """The axes of ``axis_name`` whose varying values shard_map's type checking tracks."""
   # Under shard_map(check_vma=True) the device index varies over the axis; under pmap,
   # vmap or check_vma=False no type varies.
-  return tuple(name for name in _axis_names(axis_name)
-               if name in _varying_axes(jax.lax.axis_index(name)))
+  return tuple(name for name in axis_names(axis_name)
+               if name in varying_axes(jax.lax.axis_index(name)))
 
 
 def _device_varying(tree, axis_name: AxisName):
@@ -283,13 +271,7 @@ def _device_varying(tree, axis_name: AxisName):
   under shard_map's type checking the gradient with respect to it would be summed over
   them; at the same point typed as varying it is each device's own gradient.
   """
-  axes = _tracked_axes(axis_name)
-
-  def cast(x):
-    missing = tuple(name for name in axes if name not in _varying_axes(x))
-    return jax.lax.pcast(x, missing, to='varying') if missing else x
-
-  return jax.tree.map(cast, tree)
+  return cast_varying(tree, _tracked_axes(axis_name))
 
 
 def _gradient_from(grad_fn, point, like):

@@ -23,6 +23,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from optaxplus._axes import axis_names
+from optaxplus._axes import cast_varying
 from optaxplus._checks import check_bool
 from optaxplus._checks import check_range
 from optaxplus._wide import global_norm
@@ -129,19 +131,7 @@ def _device_varying(tree, axis_name):
   averages itself. The accumulation scan's carry is cast too: under ``check_vma`` its
   type may not change from invariant to varying within an iteration.
   """
-  def cast(x):
-    aval = jax.typeof(x)
-    varying = getattr(getattr(aval, 'mat', None), 'varying', None)  # as in JAX 0.10
-    if varying is None:
-      varying = getattr(aval, 'vma', frozenset())  # earlier JAX
-    names = axis_name if isinstance(axis_name, tuple) else (axis_name,)
-    missing = tuple(name for name in names if name not in varying)
-    if not missing:
-      return x
-    if hasattr(jax.lax, 'pcast'):
-      return jax.lax.pcast(x, missing, to='varying')
-    return jax.lax.pvary(x, missing)  # JAX before pcast (deprecated in 0.8.2)
-  return jax.tree.map(cast, tree)
+  return cast_varying(tree, axis_names(axis_name))
 
 
 def _split_microbatches(batch, accumulation_steps):

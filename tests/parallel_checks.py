@@ -109,6 +109,14 @@ def assert_close(actual, expected, **tolerance):
     np.testing.assert_allclose(np.asarray(a), np.asarray(e), **tolerance)
 
 
+def assert_matches_one_device(state, losses, single_state, single_losses, *, opt_state=False):
+  """Same losses and params (and optimizer state) as the one-device run, to ``TOLERANCE``."""
+  assert_close(np.asarray(losses), single_losses)
+  assert_close(state.params, single_state.params)
+  if opt_state:
+    assert_close(state.opt_state, single_state.opt_state)
+
+
 def make_equivalence_check(name, make_tx):
   def equivalence():
     single_state, single_losses = run_single(make_tx())
@@ -121,9 +129,7 @@ def make_equivalence_check(name, make_tx):
     }
     for how, (state, losses) in runs.items():
       try:
-        assert_close(losses, single_losses)
-        assert_close(state.params, single_state.params)
-        assert_close(state.opt_state, single_state.opt_state)
+        assert_matches_one_device(state, losses, single_state, single_losses, opt_state=True)
       except AssertionError as error:
         raise AssertionError(f'{how} differs from one device: {error}') from None
   equivalence.__name__ = f'equivalence_{name}'
@@ -143,8 +149,7 @@ def own_shard_map_with_varying_checks_matches_one_device():
   state, losses = run_mesh(polyak.momsps(), lambda state, batch: step(
       jax.device_put(state, NamedSharding(MESH, P())),
       jax.device_put(batch, NamedSharding(MESH, P('data')))), steps=3)
-  assert_close(losses, single_losses)
-  assert_close(state.params, single_state.params)
+  assert_matches_one_device(state, losses, single_state, single_losses)
 
 
 @check
@@ -228,8 +233,7 @@ def accumulation_under_data_parallel():
     step = parallel.data_parallel(
         training.make_train_step(mlp_loss, accumulation_steps=2, **options), MESH)
     state, losses = run_mesh(tx(), step, steps=4)
-    assert_close(losses, single_losses)
-    assert_close(state.params, single_state.params)
+    assert_matches_one_device(state, losses, single_state, single_losses)
 
 
 def tensor_parallel_loss(params, batch):
@@ -361,9 +365,7 @@ def make_fsdp_check(name, make_tx):
       assert previous.params['w1'].is_deleted()
       assert shardings_of(state) == sharding, (shardings_of(state), sharding)
     assert state.params['w1'].addressable_shards[0].data.shape == (4, 2)
-    assert_close(np.array(losses), single_losses)
-    assert_close(state.params, single_state.params)
-    assert_close(state.opt_state, single_state.opt_state)
+    assert_matches_one_device(state, losses, single_state, single_losses, opt_state=True)
   fsdp_equivalence.__name__ = f'fsdp_equivalence_{name}'
   return fsdp_equivalence
 
@@ -386,8 +388,7 @@ def fsdp_on_explicit_axes_with_the_model_gathering_its_weights():
                                   axis_name=('data', 'fsdp'), state_sharding=sharding)
     state, losses = run_mesh(None, step, steps=3, state=state)
   assert shardings_of(state) == sharding
-  assert_close(losses, single_losses)
-  assert_close(state.params, single_state.params)
+  assert_matches_one_device(state, losses, single_state, single_losses)
 
 
 @check
@@ -436,8 +437,7 @@ def sam_step_reaches_the_train_step():
       state, metrics = step(state, batch, sam_step=i % 2 == 0)
       losses.append(metrics['loss'])
     try:
-      assert_close(np.array(losses), single_losses)
-      assert_close(state.params, single_state.params)
+      assert_matches_one_device(state, losses, single_state, single_losses)
     except AssertionError as error:
       raise AssertionError(f'{how}: {error}') from None
   # A wrong schedule is a different run (so the check above can fail).
