@@ -151,6 +151,31 @@ def _narrow(x: jax.Array, dtype) -> jax.Array:
   return jax.lax.bitcast_convert_type(upper.astype(jnp.uint16), jnp.bfloat16)
 
 
+def _false_after(tree: Any) -> jax.Array:
+  """A boolean scalar that is always False, computed from one entry of each float leaf.
+
+  Whatever reads it runs after the computations of those leaves: an ordering that XLA
+  keeps through copy insertion, where XLA:CPU drops ``optimization_barrier`` before.
+  The test counts the entries' set bits (more than their width is impossible), which no
+  compiler pass folds to a constant.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> print(_false_after({'a': jnp.full(3, jnp.nan), 'n': jnp.int32(7)}))
+    False
+  """
+  counts = []
+  for leaf in jax.tree.leaves(tree):
+    if jnp.issubdtype(leaf.dtype, jnp.inexact) and leaf.size:
+      entry = jnp.real(jax.lax.slice(leaf.reshape(-1), (0,), (1,)))
+      width = 8 * entry.dtype.itemsize
+      bits = jax.lax.bitcast_convert_type(entry, jnp.dtype(f'uint{width}'))
+      counts.append(jax.lax.population_count(bits).astype(jnp.int32) - width)
+  if not counts:
+    return jnp.zeros((), bool)
+  return jnp.max(jnp.concatenate(counts)) > 0
+
+
 class ExploreState(NamedTuple):
   """State of `explore`: the moving average of the raw gradients."""
 
@@ -192,9 +217,9 @@ def _explore(alpha: Any, b1: Any, b1_name: str,
     coefficient = scalar(alpha) * (1 - decay)
     average_weights = _weights(decay, 1 - decay, dtype)
 
-    def averaged(g, m):
+    def averaged(g, m, keep_old=False):
       m_new = _combine(m, g, average_weights)
-      return jnp.where(jnp.isfinite(g), m_new, m).astype(m.dtype)
+      return jnp.where(jnp.isfinite(g) & ~keep_old, m_new, m).astype(m.dtype)
 
     mu = explore_state.mu
     if reads_new_average:
@@ -210,13 +235,11 @@ def _explore(alpha: Any, b1: Any, b1_name: str,
     if base is not None:
       output, base_state = base.update(output, base_state, params, **extra_args)
     if not reads_new_average:
-      if base is not None:
-        # m_{k-1} is read by base's new state (moments, momentum); m_k, which XLA writes
-        # into m's donated buffer, is made to come after it, so that m needs no copy.
-        # This holds where XLA keeps barriers until copy insertion; XLA:CPU drops them
-        # before, and copies m (benchmarks/RESULTS.md).
-        base_state, mu = jax.lax.optimization_barrier((base_state, mu))
-      mu = jax.tree.map(averaged, updates, mu)
+      # m_{k-1} is read by base's new state (moments, momentum); m_k, which XLA writes
+      # into m's donated buffer, reads one entry of each new state array, so that it
+      # provably comes after those reads and m needs no copy.
+      never = _false_after(base_state)
+      mu = jax.tree.map(lambda g, m: averaged(g, m, never), updates, mu)
     explore_state = ExploreState(mu=mu)
     return output, (explore_state if base is None else (explore_state, base_state))
 
