@@ -4,7 +4,7 @@ MomSPS, MomSPS_smooth, SPS_max, MomDecSPS and the preconditioned Polyak steps PS
 SANIA at their library defaults (one config each)
 against baselines whose learning rate is chosen on validation: SGD-momentum over 5 rates
 with a constant AND with a warm-up + cosine schedule, Adam over 5 rates with warm-up +
-cosine, and optax.contrib.momo over 3. 1-D ResNet (32, 64), batch 64, 1,250 steps (~22
+cosine, and optax.contrib.momo over 4. 1-D ResNet (32, 64), batch 64, 1,250 steps (~22
 epochs of the 3,600 training signals), 5 paired seeds.
 """
 
@@ -12,7 +12,7 @@ from configs import default
 
 SGD_LEARNING_RATES = (0.01, 0.03, 0.1, 0.3, 1.0)
 ADAM_LEARNING_RATES = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2)
-MOMO_LEARNING_RATES = (0.3, 1.0, 3.0)
+MOMO_LEARNING_RATES = (0.3, 1.0, 3.0, 10.0)
 DESCRIPTION = (
     "Untuned methods at their library defaults (momsps: c=1, γ_b=10, β=0.9; "
     "momsps_smooth: c=1, τ=2, initial step 1; sps: c=0.5, γ_b=1; momdecsps: c=1, "

@@ -1,6 +1,6 @@
 """Suite 2 (Unified SAM paper): lambda x rho around SGD-momentum, MLP on MNIST-1D.
 
-lambda in {0 (USAM), 0.5, 1 (SAM), 1/t, 1-1/t} x rho in {0.05, 0.1, 0.2, 0.4}, rho chosen
+lambda in {0 (USAM), 0.5, 1 (SAM), 1/t, 1-1/t} x rho in {0.05, ..., 1.6}, rho chosen
 on validation per lambda, against the base optimizer (rho=0 is exactly the base, so it
 runs without the wrapper); SAM (lambda=1, rho=0.1) every 2 and 5 steps. Base: SGD
 momentum 0.9, lr 0.1, weight decay 5e-4 on matrices, warm-up + cosine; MLP (256, 256),
@@ -10,7 +10,7 @@ batch 64, 1,250 steps; 10 paired seeds.
 from configs import default
 from experiments import optimizers
 
-RHOS = (0.05, 0.1, 0.2, 0.4)
+RHOS = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6)
 LAMBDAS = ("0", "0.5", "1", "1/t", "1-1/t")
 
 

@@ -274,7 +274,7 @@ def run_sweep(config: ml_collections.ConfigDict, workdir: str, command: str = ""
       shutil.rmtree(os.path.join(folder, workdir_lib.CHECKPOINT_DIR), ignore_errors=True)
   summary = suite_summary(config, workdir, runs, command, time.perf_counter() - t0,
                           trained)
-  workdir_lib.write_json(os.path.join(workdir, report.SUMMARY_FILE), summary)
+  workdir_lib.write_json(os.path.join(workdir, report.SUMMARY_FILE), summary, compact=True)
   report.write_all(summary, workdir)
   return workdir_lib.jsonable(summary)
 

@@ -57,11 +57,16 @@ def dumps(value: Any, **kwargs) -> str:
   return json.dumps(jsonable(value), allow_nan=False, ensure_ascii=False, **kwargs)
 
 
-def write_json(path: str, value: Any) -> None:
-  """Writes strict JSON atomically: a temporary file next to ``path``, then a rename."""
+def write_json(path: str, value: Any, compact: bool = False) -> None:
+  """Writes strict JSON atomically: a temporary file next to ``path``, then a rename.
+
+  Indented for reading, or without spaces with ``compact`` (a suite's summary, whose
+  curves take 1.6x the space indented).
+  """
   temporary = f"{path}.{os.getpid()}.tmp"
+  layout = {"separators": (",", ":")} if compact else {"indent": 1}
   with open(temporary, "w", encoding="utf-8") as f:
-    f.write(dumps(value, indent=1) + "\n")
+    f.write(dumps(value, **layout) + "\n")
   os.replace(temporary, path)
 
 
