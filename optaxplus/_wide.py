@@ -6,6 +6,8 @@ significant digits and stalls once it passes 256 × an entry, and a float32 step
 params throws away the precision the user asked for.
 """
 
+from typing import Any, Callable
+
 import jax
 import jax.numpy as jnp
 
@@ -96,10 +98,52 @@ def global_norm(tree, *, squared: bool = False) -> jax.Array:
 @jax.custom_jvp
 @jax.jit  # one compiled program per tree shape when called eagerly
 def _norm_and_sum_of_squares(leaves) -> tuple[jax.Array, jax.Array]:
-  # XLA:CPU compiles a multi-output (variadic) reduce to a scalar loop, 5-8x slower than a
-  # one-output sum; there the plain sum is checked and the one-pass sums only run when
-  # it falls outside its exact range. Elsewhere the one pass is memory-bound as it is.
-  return jax.lax.platform_dependent(leaves, cpu=_checked_plain_sum, default=_one_pass)
+  # The barrier keeps XLA from sharing the widened leaves with the caller's own widening
+  # of the same arrays, which would materialise a float32 copy of bf16 leaves.
+  return _norm_of_values(_identity, jax.lax.optimization_barrier(leaves))
+
+
+def _identity(leaves):
+  return leaves
+
+
+def global_norm_of(fn: Callable[..., jax.Array], *operands) -> jax.Array:
+  """``‖fn(*operands)‖`` as :func:`global_norm` takes it, never holding ``fn``'s value.
+
+  ``fn`` computes one array elementwise from ``operands`` (arrays, scalars included).
+  Each path that needs the value computes it again, so the norm of a computed array,
+  e.g. LAMB's ``‖r + λw‖`` from Adam's moments, costs no buffer of that array's size.
+  Pass every array ``fn`` reads as an operand rather than closing over it: the operands
+  sit behind a barrier that keeps XLA from sharing the computation with the caller's
+  own, which would put it back into a buffer. A bfloat16 value is summed as XLA computes
+  it, in float32, and may differ from the stored array by its rounding. Differentiate
+  :func:`global_norm` instead: this one has no custom derivative.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> print(global_norm_of(lambda a, b, s: s * (a - b), jnp.array([4.0, 1.0]),
+    ...                      jnp.array([1.0, 5.0]), jnp.float32(2.0)))
+    10.0
+  """
+  values_of = lambda operands: [fn(*operands)]
+  return _norm_of_values(values_of, jax.lax.optimization_barrier(operands))[0]
+
+
+
+def _norm_of_values(values_of: Callable[[Any], list], operands
+                    ) -> tuple[jax.Array, jax.Array]:
+  """``(‖x‖, ‖x‖²)`` for the leaves ``x = values_of(operands)``, exact over the range.
+
+  XLA:CPU compiles a multi-output (variadic) reduce to a scalar loop, 5-8x slower than a
+  one-output sum; there the plain sum is taken, and :func:`_one_pass` runs in a
+  ``lax.cond`` branch only when that sum is outside its exact range. Elsewhere the one
+  pass runs alone (memory-bound as it is). Both paths compute the values from
+  ``operands``, which XLA then needs in no buffer of their own.
+  """
+  exact = lambda operands: _one_pass(values_of(operands))
+  return jax.lax.platform_dependent(
+      operands, cpu=lambda operands: _checked_plain_sum(values_of, exact, operands),
+      default=exact)
 
 
 def rescaling_powers(dtype) -> tuple[jax.Array, jax.Array]:
@@ -125,31 +169,20 @@ def _one_pass(leaves) -> tuple[jax.Array, jax.Array]:
   return norm, jnp.where(small, tiny / up / up, plain)
 
 
-def _checked_plain_sum(leaves) -> tuple[jax.Array, jax.Array]:
-  """``(‖x‖, ‖x‖²)`` from the plain ``Σ|x|²`` where it is exact, else :func:`_one_pass`.
+def _checked_plain_sum(values_of, exact, operands) -> tuple[jax.Array, jax.Array]:
+  """``(‖x‖, ‖x‖²)`` from the plain ``Σ|x|²`` where it is exact, else ``exact(operands)``.
 
   A square below the smallest normal number loses at most that much, so with ``n``
   entries the plain sum is exact to half an ulp when it is at least ``n · tiny / eps``.
   """
-  dtype = wide_dtype(*leaves)
+  values = values_of(operands)
+  dtype = wide_dtype(*values)
   finfo = jnp.finfo(dtype)
-  # The barrier keeps XLA from sharing the widened leaves with the caller's own
-  # widening of the same arrays, which would materialise a float32 copy of bf16 leaves.
-  plain = sum((jnp.sum(_squares(x, dtype, 1)) for x in jax.lax.optimization_barrier(leaves)),
-              jnp.zeros((), dtype))
-  count = sum(x.size for x in leaves)
-  exact = (plain >= count * float(finfo.tiny / finfo.eps)) & (plain < jnp.inf)
-  return jax.lax.cond(exact | jnp.isnan(plain), _from_plain, _from_one_pass, leaves, plain)
-
-
-def _from_plain(leaves, plain) -> tuple[jax.Array, jax.Array]:
-  del leaves
-  return jnp.sqrt(plain), plain
-
-
-def _from_one_pass(leaves, plain) -> tuple[jax.Array, jax.Array]:
-  del plain
-  return _one_pass(leaves)
+  plain = sum((jnp.sum(_squares(x, dtype, 1)) for x in values), jnp.zeros((), dtype))
+  count = sum(x.size for x in values)
+  fine = (plain >= count * float(finfo.tiny / finfo.eps)) & (plain < jnp.inf)
+  return jax.lax.cond(fine | jnp.isnan(plain), lambda _: (jnp.sqrt(plain), plain), exact,
+                      operands)
 
 
 @_norm_and_sum_of_squares.defjvp

@@ -48,7 +48,7 @@ import optax
 from optaxplus._checks import check_bool
 from optaxplus._checks import check_range
 from optaxplus._checks import is_tracer
-from optaxplus._wide import global_norm
+from optaxplus._wide import global_norm, global_norm_of
 from optaxplus._wide import tree_wide_dtype
 from optaxplus._wide import wide
 
@@ -412,13 +412,20 @@ def scale_by_trust_ratio() -> optax.GradientTransformationExtraArgs:
   return optax.GradientTransformationExtraArgs(optax.init_empty_state, update_fn)
 
 
-def _trust_ratio_scaled(u: jax.Array, w: jax.Array, norm_of: Optional[jax.Array] = None
+def _trust_ratio_scaled(u: jax.Array, w: jax.Array, u_norm: Optional[jax.Array] = None
                         ) -> jax.Array:
-  """``u ‖w‖ / ‖u‖`` (1 if a norm is 0), with ``‖u‖`` taken of ``norm_of`` if given."""
-  u_norm, w_norm = global_norm(u if norm_of is None else norm_of), global_norm(w)
+  """``u ‖w‖ / ‖u‖`` (1 if a norm is 0); ``‖u‖`` is ``u_norm`` if given."""
+  u_norm, w_norm = global_norm(u) if u_norm is None else u_norm, global_norm(w)
   both = (w_norm > 0) & (u_norm > 0)
   ratio = jnp.where(both, w_norm / jnp.where(both, u_norm, 1), 1)
   return _narrow(wide(u) * ratio, u.dtype)
+
+
+def _decayed_adam_direction(mu, nu, w, correction_mu, correction_nu, eps, weight_decay):
+  """``r + λw`` as ``scale_by_adam`` (eps_root 0) then ``add_decayed_weights`` compute it."""
+  mu_hat = mu / correction_mu.astype(mu.dtype)
+  nu_hat = nu / correction_nu.astype(nu.dtype)
+  return mu_hat / (jnp.sqrt(nu_hat + 0.0) + eps) + weight_decay * w
 
 
 def _scale_by_lamb(b1: _Scalar, b2: _Scalar, eps: _Scalar, weight_decay: _Scalar,
@@ -428,27 +435,20 @@ def _scale_by_lamb(b1: _Scalar, b2: _Scalar, eps: _Scalar, weight_decay: _Scalar
 
   The trust ratio reads the update ``u = r + λw`` twice, for ``‖u‖`` and to scale it.
   XLA does not compute the Adam direction ``r`` (a divide, a square root) twice, so a
-  ``u`` read by both gets a param-sized buffer and costs a pass. Here ``‖u‖`` is taken
-  of a second ``r``, recomputed from the new moments behind a barrier that keeps XLA
-  from merging the two.
+  ``u`` read by both gets a param-sized buffer and costs two passes. Here ``‖u‖`` is a
+  :func:`global_norm_of` the new moments and the params, which recomputes ``u``.
   """
   adam = optax.scale_by_adam(b1=b1, b2=b2, eps=eps)
   decay = optax.add_decayed_weights(weight_decay, mask)
 
-  def ratio_update(updates, state, params=None, *, norm_of, **extra_args):
+  def ratio_update(updates, state, params=None, *, u_norms, **extra_args):
     del extra_args
-    return jax.tree.map(_trust_ratio_scaled, updates, params, norm_of), state
+    return jax.tree.map(_trust_ratio_scaled, updates, params, u_norms), state
 
-  # mask_compatible_extra_args: norm_of, like params, is masked as the updates are.
+  # mask_compatible_extra_args: u_norms, like params, is masked as the updates are.
   ratio = optax.masked(
       optax.GradientTransformationExtraArgs(optax.init_empty_state, ratio_update), mask,
       mask_compatible_extra_args=True)
-
-  def direction(mu, nu, count):
-    """Adam's output from its new moments, as ``optax.scale_by_adam`` computes it."""
-    mu_hat = optax.tree.bias_correction(mu, b1, count)
-    nu_hat = optax.tree.bias_correction(nu, b2, count)
-    return jax.tree.map(lambda m, v: m / (jnp.sqrt(v + 0.0) + eps), mu_hat, nu_hat)  # eps_root 0
 
   def init_fn(params):
     return adam.init(params), decay.init(params), ratio.init(params)
@@ -459,11 +459,18 @@ def _scale_by_lamb(b1: _Scalar, b2: _Scalar, eps: _Scalar, weight_decay: _Scalar
       raise ValueError(optax.NO_PARAMS_MSG)
     adam_state, decay_state, ratio_state = state
     r, adam_state = adam.update(updates, adam_state)
-    r_again = direction(*jax.lax.optimization_barrier((adam_state.mu, adam_state.nu)),
-                        adam_state.count)
     u, decay_state = decay.update(r, decay_state, params)
-    u_again, _ = decay.update(r_again, decay_state, params)
-    u, ratio_state = ratio.update(u, ratio_state, params, norm_of=u_again)
+
+    # As scale_by_adam's bias correction; a number enters `fn` in the params' dtype, as
+    # it does in `number * array`.
+    corrections = (1 - b1 ** adam_state.count, 1 - b2 ** adam_state.count)
+    as_leaf = lambda x, leaf: jnp.asarray(x, leaf.dtype) if isinstance(x, (int, float)) else x
+    # The ratio reads the norms of the masked tensors only; XLA drops the others.
+    u_norms = jax.tree.map(
+        lambda mu, nu, w: global_norm_of(_decayed_adam_direction, mu, nu, w, *corrections,
+                                         as_leaf(eps, w), as_leaf(weight_decay, w)),
+        adam_state.mu, adam_state.nu, params)
+    u, ratio_state = ratio.update(u, ratio_state, params, u_norms=u_norms)
     return u, (adam_state, decay_state, ratio_state)
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)
