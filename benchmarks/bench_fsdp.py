@@ -21,6 +21,7 @@ Nothing is executed: the steps are compiled from abstract shapes.
 """
 
 import argparse
+import functools
 import os
 import re
 
@@ -115,7 +116,10 @@ def main():
                                                 jax.tree.leaves(sharding.params))
                  if not s.is_fully_replicated]
       batch_sharding = NamedSharding(mesh, P(('data', 'fsdp')))
-      step = jax.jit(training.make_train_step(loss_fn),
+      # As data_parallel compiles it: the loss computes with the params gathered.
+      gathered = parallel._gathered(sharding.params, ('data', 'fsdp'))  # pylint: disable=protected-access
+      step = jax.jit(functools.partial(training.make_train_step(loss_fn),
+                                       param_sharding=gathered),
                      in_shardings=(sharding, batch_sharding),
                      out_shardings=(sharding, NamedSharding(mesh, P())))
       compiled = step.lower(state, tokens).compile()

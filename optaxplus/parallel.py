@@ -46,6 +46,7 @@ from every process.
 from __future__ import annotations
 
 import functools
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -256,6 +257,26 @@ def _state_shardings_for(state: Any, state_sharding: Any, mesh: Mesh) -> Any:
   return jax.tree.unflatten(jax.tree.structure(state), [s for _, s in shardings])
 
 
+def _takes_param_sharding(train_step: Callable[..., Any]) -> bool:
+  try:
+    return 'param_sharding' in inspect.signature(train_step).parameters
+  except (TypeError, ValueError):  # a callable without a signature
+    return False
+
+
+def _gathered(shardings: Any, axis_name: AxisName) -> Any:
+  """``shardings`` without the batch axes ``axis_name``: FSDP's weights for compute."""
+  batch_axes = set(axis_names(axis_name))
+
+  def without(entry):
+    kept = tuple(a for a in ((entry,) if isinstance(entry, str) else entry or ())
+                 if a not in batch_axes)
+    return kept[0] if len(kept) == 1 else (kept or None)
+
+  return jax.tree.map(
+      lambda s: NamedSharding(s.mesh, PartitionSpec(*map(without, s.spec))), shardings)
+
+
 def data_parallel(train_step: Callable[..., Any], mesh: Mesh, *,
                   axis_name: AxisName = 'data', state_sharding: Any = None,
                   donate_state: bool = False) -> Callable[..., Any]:
@@ -282,7 +303,10 @@ def data_parallel(train_step: Callable[..., Any], mesh: Mesh, *,
       their own rows of the batch.
     state_sharding: ``None``, or a pytree of ``NamedSharding`` on ``mesh`` with the
       structure of the state: the compiled step takes and returns the state with
-      exactly these shardings (nothing is resharded between steps).
+      exactly these shardings (nothing is resharded between steps). A step from
+      ``make_train_step`` computes the loss with each param gathered over the batch
+      axes it is split over (FSDP: one all-gather per sharded weight and pass, the
+      gradient reduce-scattered back), other axes (tensor parallel) kept.
     donate_state: donate the input state's buffers to the output (saves memory; the
       state passed in cannot be used afterwards).
 
@@ -337,8 +361,12 @@ def data_parallel(train_step: Callable[..., Any], mesh: Mesh, *,
       state_shardings = _state_shardings(state, mesh, keep_sharded=step_axis is None)
     else:
       state_shardings = _state_shardings_for(state, state_sharding, mesh)
-    body = (train_step if sam_step is None
-            else functools.partial(train_step, sam_step=sam_step))
+    keywords = {} if sam_step is None else {'sam_step': sam_step}
+    params_sharding = getattr(state_shardings, 'params', None)
+    if state_sharding is not None and params_sharding is not None and (
+        _takes_param_sharding(train_step)):
+      keywords['param_sharding'] = _gathered(params_sharding, axis_name)
+    body = functools.partial(train_step, **keywords)
     if step_axis is not None:
       body = jax.shard_map(
           body, mesh=mesh,

@@ -240,7 +240,8 @@ def make_train_step(loss_fn: Callable[..., Any], *, has_aux: bool = False,
       ``grad_fn`` accumulates the same way.
 
   Returns:
-    ``train_step(state, batch, rng=None, *, sam_step=None) -> (state, metrics)`` with
+    ``train_step(state, batch, rng=None, *, sam_step=None, param_sharding=None) ->
+    (state, metrics)`` with
     ``metrics`` holding ``loss``, ``grad_norm`` (of the averaged gradient), ``step_size``
     when the optimizer state has exactly one scalar ``step_size`` field, and ``aux``
     with ``has_aux``. ``sam_step`` reaches the optimizer when it is not None: for
@@ -249,6 +250,10 @@ def make_train_step(loss_fn: Callable[..., Any], *, has_aux: bool = False,
     call. Two steps are compiled, with and without the second gradient, instead of one
     with a ``lax.cond`` (inside which XLA:CPU runs convolutions many times slower); keep
     the default None inside a jitted loop (``lax.scan``), where SAM chooses in-graph.
+    ``param_sharding`` (a pytree of shardings like ``state.params``; global view) is
+    the sharding the loss computes with: FSDP gathers each weight over its FSDP axes
+    there, and its gradient is reduce-scattered back to the params' sharding
+    (``optaxplus.parallel.data_parallel`` passes it for a ``state_sharding``).
 
   Raises:
     TypeError: an option of the wrong type, or (while tracing, before compilation)
@@ -293,10 +298,13 @@ def make_train_step(loss_fn: Callable[..., Any], *, has_aux: bool = False,
           f'{jnp.shape(loss)}. Reduce it, e.g. with jnp.mean.')
     return loss, (new_model_state if has_state else model_state, aux)
 
-  value_and_grad = jax.value_and_grad(normalized_loss, has_aux=True)
-
-  def accumulated_value_and_grad(params, model_state, batch, rng):
+  def accumulated_value_and_grad(params, model_state, batch, rng, param_sharding):
     """Loss, (model_state, aux) and gradient averaged over ``accumulation_steps``."""
+    # Constrained inside the differentiated function, so that the gradient leaves with
+    # the params' own sharding (FSDP: weights gathered, gradients reduce-scattered).
+    value_and_grad = jax.value_and_grad(
+        lambda params, *args: normalized_loss(_constrained(params, param_sharding), *args),
+        has_aux=True)
     if accumulation_steps == 1:
       return value_and_grad(params, model_state, batch, rng)
     micro_batches = _split_microbatches(batch, accumulation_steps)
@@ -323,7 +331,7 @@ def make_train_step(loss_fn: Callable[..., Any], *, has_aux: bool = False,
                          grad_sum, params)
     return (loss_sum / accumulation_steps, (model_state, aux)), grads
 
-  def train_step(state, batch, rng=None, *, sam_step=None):
+  def train_step(state, batch, rng=None, *, sam_step=None, param_sharding=None):
     if has_rng and rng is None:
       raise ValueError('has_rng=True: call train_step(state, batch, rng).')
     if rng is not None and axis_name is not None:
@@ -332,7 +340,7 @@ def make_train_step(loss_fn: Callable[..., Any], *, has_aux: bool = False,
     if axis_name is not None:
       params = _device_varying(params, axis_name)
     (loss, (model_state, aux)), local_grads = accumulated_value_and_grad(
-        params, state.model_state, batch, rng)
+        params, state.model_state, batch, rng, param_sharding)
     if axis_name is None:
       grads = local_grads
     else:
@@ -346,7 +354,7 @@ def make_train_step(loss_fn: Callable[..., Any], *, has_aux: bool = False,
       if axis_name is not None:
         perturbed_params = _device_varying(perturbed_params, axis_name)
       _, perturbed_grads = accumulated_value_and_grad(
-          perturbed_params, state.model_state, batch, rng)
+          perturbed_params, state.model_state, batch, rng, param_sharding)
       if axis_name is not None and not local_gradients:
         perturbed_grads = jax.lax.pmean(perturbed_grads, axis_name)
       return perturbed_grads
@@ -365,6 +373,20 @@ def make_train_step(loss_fn: Callable[..., Any], *, has_aux: bool = False,
 
   train_step.axis_name = axis_name
   return train_step
+
+
+def _constrained(params, sharding):
+  """``params`` with ``sharding`` (None: as they are): resharded on explicit mesh axes,
+  a sharding constraint on automatic ones."""
+  if sharding is None:
+    return params
+
+  def constrain(x, s):
+    explicit = jax.sharding.AxisType.Explicit in getattr(s.mesh, 'axis_types', ())
+    return (jax.sharding.reshard(x, s) if explicit
+            else jax.lax.with_sharding_constraint(x, s))
+
+  return jax.tree.map(constrain, params, sharding)
 
 
 def nnx_grad_fn(loss_fn: Callable[..., Any], model: Any, *args, wrt: Any = None,
