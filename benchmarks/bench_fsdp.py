@@ -10,9 +10,10 @@ replicated, and ``(2 data x 4 fsdp)``, the state split by
 - the per-device bytes of params + optimizer state, from each leaf's shard shape, and
   XLA's per-device argument bytes of the compiled train step (state + batch);
 - the all-gathers of param-sized arrays (the full shape of a sharded param) in the
-  compiled train step (``make_train_step`` under ``jax.jit`` with the FSDP shardings,
-  as ``data_parallel`` compiles it), which the forward and backward passes need (one or
-  two per sharded param and pass), and in the compiled optimizer update alone
+  compiled train step (``data_parallel(make_train_step(...), state_sharding=...)``,
+  lowered with ``step.lower``), which the forward and backward passes need (one per
+  sharded param: the loss computes with the gathered weights), and in the compiled
+  optimizer update alone
   (``tx.update`` on sharded gradients), which must hold none: the update works on each
   device's shard, norms reduce scalars; and the other all-gathers of at least
   ``min_size`` elements in the train step (activations the partitioner gathers).
@@ -21,7 +22,6 @@ Nothing is executed: the steps are compiled from abstract shapes.
 """
 
 import argparse
-import functools
 import os
 import re
 
@@ -33,7 +33,7 @@ import jax  # noqa: E402  (after XLA_FLAGS)
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
-from jax.sharding import AxisType, NamedSharding, PartitionSpec as P  # noqa: E402
+from jax.sharding import AxisType  # noqa: E402
 
 from experiments.models import TransformerLM  # noqa: E402
 from optaxplus import parallel, polyak, training  # noqa: E402
@@ -115,13 +115,8 @@ def main():
       sharded = [tuple(x.shape) for x, s in zip(jax.tree.leaves(state.params),
                                                 jax.tree.leaves(sharding.params))
                  if not s.is_fully_replicated]
-      batch_sharding = NamedSharding(mesh, P(('data', 'fsdp')))
-      # As data_parallel compiles it: the loss computes with the params gathered.
-      gathered = parallel._gathered(sharding.params, ('data', 'fsdp'))  # pylint: disable=protected-access
-      step = jax.jit(functools.partial(training.make_train_step(loss_fn),
-                                       param_sharding=gathered),
-                     in_shardings=(sharding, batch_sharding),
-                     out_shardings=(sharding, NamedSharding(mesh, P())))
+      step = parallel.data_parallel(training.make_train_step(loss_fn), mesh,
+                                    axis_name=('data', 'fsdp'), state_sharding=sharding)
       compiled = step.lower(state, tokens).compile()
       arguments = compiled.memory_analysis().argument_size_in_bytes
       tx = optax.with_extra_args_support(make_tx())

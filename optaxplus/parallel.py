@@ -314,7 +314,9 @@ def data_parallel(train_step: Callable[..., Any], mesh: Mesh, *,
     ``step(state, batch, *args, sam_step=None) -> (state, metrics)``. ``sam_step``
     (True, False or None) reaches ``train_step`` when not None, for
     ``unified_sam(..., every_k=k)`` driven from Python: ``sam_step=(i % k == 0)`` at
-    the ``i``-th call; one step is compiled per value.
+    the ``i``-th call; one step is compiled per value. ``step.lower(state, batch,
+    *args, sam_step=None)`` lowers it for arrays or ``jax.ShapeDtypeStruct`` s without
+    running it: ``.compile()`` gives XLA's HLO, cost and memory analyses.
 
   Raises:
     TypeError: ``train_step`` is not callable, ``donate_state`` not a bool,
@@ -381,14 +383,20 @@ def data_parallel(train_step: Callable[..., Any], mesh: Mesh, *,
                      donate_argnums=(0,) if donate_state else ())
     return state_shardings, jitted
 
-  def step(state, batch, *args, sam_step=None):
+  def built(state, num_args, sam_step):
     if sam_step is not None and not isinstance(sam_step, bool):
       raise TypeError(f'sam_step must be True, False or None, got {sam_step!r}.')
-    batch = shard_batch(batch, mesh, axis_name)
-    key = (jax.tree.structure(state), len(args), sam_step)
+    key = (jax.tree.structure(state), num_args, sam_step)
     if key not in compiled:
-      compiled[key] = build(state, len(args), sam_step)
-    state_shardings, jitted = compiled[key]
+      compiled[key] = build(state, num_args, sam_step)
+    return compiled[key]
+
+  def lower(state, batch, *args, sam_step=None):
+    return built(state, len(args), sam_step)[1].lower(state, batch, *args)
+
+  def step(state, batch, *args, sam_step=None):
+    state_shardings, jitted = built(state, len(args), sam_step)
+    batch = shard_batch(batch, mesh, axis_name)
     state = jax.tree_util.tree_map_with_path(
         lambda path, x, s: _place(x, s, path), state, state_shardings)
     if step_axis is None:
@@ -403,4 +411,5 @@ def data_parallel(train_step: Callable[..., Any], mesh: Mesh, *,
           f'{axis_name!r}: with local_gradients=True the optimizer must average the '
           f'gradient itself, e.g. unified_sam(..., axis_name={axis_name!r}).') from error
 
+  step.lower = lower
   return step

@@ -8,6 +8,7 @@ when it passed, else the traceback.
 
 import json
 import os
+import re
 import sys
 import tempfile
 import traceback
@@ -399,6 +400,33 @@ def fsdp_shards_the_optimizer_state_like_the_params():
              jax.tree_util.tree_leaves_with_path(sharding.opt_state) if s.spec != P()]
   # E's average and Adam's two moments, each for w1, b1 and w2.
   assert len(sharded) == 9, sharded
+
+
+def all_gathers(hlo):
+  """The result shapes of the all-gathers in an HLO text."""
+  shapes = []
+  for result in re.findall(r'=\s*(.*?)\s+all-gather(?:-start)?\(', hlo):
+    dims = re.findall(r'\w+\[([\d,]*)\]', result)[-1]
+    shapes.append(tuple(int(d) for d in dims.split(',') if d))
+  return shapes
+
+
+@check
+def fsdp_step_gathers_each_sharded_weight_once_and_nothing_else():
+  mesh = fsdp_mesh()
+  state, sharding = fsdp_state(polyak.momsps, mesh)
+  sharded = sorted(x.shape for x, s in zip(jax.tree.leaves(state.params),
+                                           jax.tree.leaves(sharding.params))
+                   if not s.is_fully_replicated)
+  train_step = training.make_train_step(mlp_loss)
+  gathered, left_to_xla = (
+      parallel.data_parallel(step, mesh, axis_name=('data', 'fsdp'), state_sharding=sharding)
+      for step in (train_step, lambda state, batch: train_step(state, batch)))
+  hlo = gathered.lower(state, BATCHES[0]).compile().as_text()
+  assert sorted(all_gathers(hlo)) == sharded, (all_gathers(hlo), sharded)
+  # Without the gathered params XLA gathers other arrays (here the hidden activations).
+  hlo = left_to_xla.lower(state, BATCHES[0]).compile().as_text()
+  assert sorted(all_gathers(hlo)) != sharded, all_gathers(hlo)
 
 
 @check
