@@ -118,3 +118,30 @@ def check_bool(name: str, value: Any) -> None:
   """
   if not isinstance(value, (bool, np.bool_)):
     raise TypeError(f'{name} must be True or False, got {type(value).__name__} {value!r}.')
+
+
+def check_adam(b1: Any, b2: Any, eps: Any) -> None:
+  """Adam's decays in ``[0, 1)`` and its ``eps > 0`` (tracers are not checked)."""
+  check_range("b1", b1, 0.0, 1.0, high_open=True)
+  check_range("b2", b2, 0.0, 1.0, high_open=True)
+  # eps = 0 turns a coordinate whose gradient has always been 0 into 0/0.
+  check_range("eps", eps, 0.0, low_open=True)
+
+
+def _is_bool(leaf: Any) -> bool:
+  if isinstance(leaf, (bool, np.bool_)):
+    return True
+  return (isinstance(leaf, (np.ndarray, jax.Array)) and leaf.dtype == np.bool_
+          and leaf.ndim == 0)
+
+
+def check_mask(mask: Any) -> None:
+  """``mask`` is None, a callable, or a pytree of bools (as ``optax.masked`` takes)."""
+  if mask is None or callable(mask):
+    return
+  for leaf in jax.tree.leaves(mask):
+    if not _is_bool(leaf):
+      raise TypeError(
+          "mask must be None, a pytree of bools like params (a single bool applies to "
+          "every tensor) or a callable returning one, got a leaf "
+          f"{type(leaf).__name__} {leaf!r}.")

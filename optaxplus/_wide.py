@@ -35,6 +35,24 @@ def wide(x: jax.Array) -> jax.Array:
   return x.astype(jnp.result_type(jnp.float32, x.dtype))
 
 
+def narrow(x: jax.Array, dtype) -> jax.Array:
+  """``x.astype(dtype)``, bit for bit; float32 to bfloat16 in integer operations.
+
+  XLA:CPU never computes a float32 -> bfloat16 conversion twice, so a rounded value read
+  by two fusions (Adam's two moments, E's average and output) gets a param-sized buffer
+  of its own and one more pass. Rounding to nearest even with ``reduce_precision`` and
+  keeping the upper 16 bits is the same conversion in operations XLA does repeat in each
+  reader. NaNs are made quiet first: the upper half of a NaN whose payload sits in its
+  low bits would read as infinity.
+  """
+  if x.dtype != jnp.float32 or jnp.dtype(dtype) != jnp.bfloat16:
+    return x.astype(dtype)
+  rounded = jax.lax.reduce_precision(jnp.where(jnp.isnan(x), jnp.nan, x),
+                                     exponent_bits=8, mantissa_bits=7)
+  upper = jax.lax.bitcast_convert_type(rounded, jnp.uint32) >> 16
+  return jax.lax.bitcast_convert_type(upper.astype(jnp.uint16), jnp.bfloat16)
+
+
 def _squares(x: jax.Array, dtype, scale: jax.Array, clip: bool = False) -> jax.Array:
   """``|x·scale|²`` elementwise in ``dtype`` (re² + im² for complex ``x``).
 

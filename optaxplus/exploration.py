@@ -45,12 +45,16 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from optaxplus._checks import check_adam
 from optaxplus._checks import check_bool
+from optaxplus._checks import check_mask
 from optaxplus._checks import check_range
 from optaxplus._checks import is_tracer
-from optaxplus._wide import global_norm, global_norm_of
+from optaxplus._wide import narrow
 from optaxplus._wide import tree_wide_dtype
 from optaxplus._wide import wide
+from optaxplus.lamb import clip_by_global_norm
+from optaxplus.lamb import scale_by_lamb
 
 _Scalar = Union[float, jax.Array]
 _Mask = Optional[Union[Any, Callable[[optax.Params], Any]]]
@@ -80,32 +84,6 @@ def _check_learning_rate(learning_rate: Any) -> None:
   check_range("learning_rate", learning_rate, 0.0, low_open=True, allow_schedule=True)
 
 
-def _check_adam(b1: Any, b2: Any, eps: Any) -> None:
-  check_range("b1", b1, 0.0, 1.0, high_open=True)
-  check_range("b2", b2, 0.0, 1.0, high_open=True)
-  # eps = 0 turns a coordinate whose gradient has always been 0 into 0/0.
-  check_range("eps", eps, 0.0, low_open=True)
-
-
-def _is_bool(leaf: Any) -> bool:
-  if isinstance(leaf, (bool, np.bool_)):
-    return True
-  return (isinstance(leaf, (np.ndarray, jax.Array)) and leaf.dtype == np.bool_
-          and leaf.ndim == 0)
-
-
-def _check_mask(mask: Any) -> None:
-  """``mask`` is None, a callable, or a pytree of bools (as ``optax.masked`` takes)."""
-  if mask is None or callable(mask):
-    return
-  for leaf in jax.tree.leaves(mask):
-    if not _is_bool(leaf):
-      raise TypeError(
-          "mask must be None, a pytree of bools like params (a single bool applies to "
-          "every tensor) or a callable returning one, got a leaf "
-          f"{type(leaf).__name__} {leaf!r}.")
-
-
 def _weights(weight_x: Any, weight_y: Any, dtype) -> tuple[Any, jax.Array, jax.Array]:
   """``(s, weight_x / s, weight_y / s)`` in ``dtype`` for :func:`_combine`.
 
@@ -131,24 +109,6 @@ def _combine(x: jax.Array, y: jax.Array, weights) -> jax.Array:
   """
   scale, weight_x, weight_y = weights
   return scale * (weight_x * wide(x) + weight_y * wide(y))
-
-
-def _narrow(x: jax.Array, dtype) -> jax.Array:
-  """``x.astype(dtype)``, bit for bit; float32 to bfloat16 in integer operations.
-
-  XLA:CPU never computes a float32 -> bfloat16 conversion twice, so a rounded value read
-  by two fusions (Adam's two moments, E's average and output) gets a param-sized buffer
-  of its own and one more pass. Rounding to nearest even with ``reduce_precision`` and
-  keeping the upper 16 bits is the same conversion in operations XLA does repeat in each
-  reader. NaNs are made quiet first: the upper half of a NaN whose payload sits in its
-  low bits would read as infinity.
-  """
-  if x.dtype != jnp.float32 or jnp.dtype(dtype) != jnp.bfloat16:
-    return x.astype(dtype)
-  rounded = jax.lax.reduce_precision(jnp.where(jnp.isnan(x), jnp.nan, x),
-                                     exponent_bits=8, mantissa_bits=7)
-  upper = jax.lax.bitcast_convert_type(rounded, jnp.uint32) >> 16
-  return jax.lax.bitcast_convert_type(upper.astype(jnp.uint16), jnp.bfloat16)
 
 
 def _false_after(tree: Any) -> jax.Array:
@@ -229,7 +189,7 @@ def _explore(alpha: Any, b1: Any, b1_name: str,
 
     def explored(g, m):
       g_hat = _combine(g, m, explore_weights)
-      return _narrow(jnp.where(jnp.isfinite(g), g_hat, 0), g.dtype)
+      return narrow(jnp.where(jnp.isfinite(g), g_hat, 0), g.dtype)
 
     output = jax.tree.map(explored, updates, mu)
     if base is not None:
@@ -322,163 +282,6 @@ def explore(alpha: _Scalar = _ALPHA, b1: _Scalar = _EXPLORE_B1
     Valleys <https://arxiv.org/abs/2510.27153>`_, NeurIPS 2025.
   """
   return _explore(alpha, b1, "b1")
-
-
-def clip_by_global_norm(max_norm: _Scalar) -> optax.GradientTransformationExtraArgs:
-  r"""Clips updates to a global L2 norm, with the norm computed in float32 or wider.
-
-  .. math::
-    u \leftarrow u \cdot \min\left(1, \frac{c}{\lVert u \rVert}\right).
-
-  Same maths as ``optax.clip_by_global_norm``, whose squares and sums stay in the
-  leaf dtype (3 significant digits for bfloat16). The norm and the scale are
-  float32, or float64 for float64 updates, and the norm is exact for tiny (1e-20)
-  and huge (1e30) updates. The reference ALTO uses
-  ``torch.nn.utils.clip_grad_norm_``, which adds 1e-6 to the norm (a 1e-6
-  relative difference, omitted). A non-finite norm makes every entry non-finite,
-  so in :func:`alto` one NaN anywhere makes :func:`explore` zero the whole step's
-  gradient, not only the bad leaf's.
-
-  Args:
-    max_norm: the largest global norm ``c`` let through; > 0.
-
-  Returns:
-    A stateless :class:`optax.GradientTransformationExtraArgs`.
-
-  Raises:
-    TypeError: for a ``max_norm`` that is not a real scalar.
-    ValueError: for ``max_norm <= 0``, NaN or infinity (tracers are not checked).
-
-  Examples:
-    >>> import jax.numpy as jnp
-    >>> from optaxplus.exploration import clip_by_global_norm
-    >>> clip = clip_by_global_norm(1.0)
-    >>> clip.update({"a": jnp.array([3.0]), "b": jnp.array([4.0])}, ())[0]
-    {'a': Array([0.6], dtype=float32), 'b': Array([0.8], dtype=float32)}
-
-  References:
-    Pascanu, Mikolov, Bengio, `On the difficulty of training recurrent neural
-    networks <https://arxiv.org/abs/1211.5063>`_, ICML 2013.
-  """
-  check_range("max_norm", max_norm, 0.0, low_open=True)
-
-  def update_fn(updates, state, params=None, **extra_args):
-    del params, extra_args
-    norm = global_norm(updates)
-    limit = jnp.asarray(max_norm, norm.dtype)
-    # `norm <= limit` is False for a NaN norm, so NaN spreads to every leaf.
-    scale = jnp.where(norm <= limit, 1, limit / norm)
-    clipped = jax.tree.map(lambda u: _narrow(wide(u) * scale, u.dtype), updates)
-    return clipped, state
-
-  return optax.GradientTransformationExtraArgs(optax.init_empty_state, update_fn)
-
-
-def scale_by_trust_ratio() -> optax.GradientTransformationExtraArgs:
-  r"""Scales each tensor's update by the LAMB trust ratio, norms in float32 or wider.
-
-  .. math::
-    u \leftarrow \frac{\lVert w \rVert}{\lVert u \rVert}\, u
-    \quad (\text{ratio } 1 \text{ if either norm is } 0).
-
-  Same maths as ``optax.scale_by_trust_ratio()`` with its defaults, computing
-  each norm once (optax's ``safe_norm`` reads the tensor twice), in float32 for
-  low-precision params and float64 for float64 params, exact for tiny (1e-20)
-  and huge (1e30) tensors. Wrap it in ``optax.masked`` to adapt only some
-  tensors, as :func:`alto` does.
-
-  Returns:
-    A stateless :class:`optax.GradientTransformationExtraArgs`; ``update``
-    requires ``params``.
-
-  Examples:
-    >>> import jax.numpy as jnp
-    >>> from optaxplus.exploration import scale_by_trust_ratio
-    >>> tr = scale_by_trust_ratio()
-    >>> tr.update({"w": jnp.array([0.0, 2.0])}, (), {"w": jnp.array([3.0, 4.0])})[0]
-    {'w': Array([0., 5.], dtype=float32)}
-
-  References:
-    You et al., `Large Batch Optimization for Deep Learning: Training BERT in 76
-    minutes <https://arxiv.org/abs/1904.00962>`_, ICLR 2020.
-  """
-
-  def update_fn(updates, state, params=None, **extra_args):
-    del extra_args
-    if params is None:
-      raise ValueError(optax.NO_PARAMS_MSG)
-    return jax.tree.map(_trust_ratio_scaled, updates, params), state
-
-  return optax.GradientTransformationExtraArgs(optax.init_empty_state, update_fn)
-
-
-def _trust_ratio_scaled(u: jax.Array, w: jax.Array, u_norm: Optional[jax.Array] = None
-                        ) -> jax.Array:
-  """``u ‖w‖ / ‖u‖`` (1 if a norm is 0); ``‖u‖`` is ``u_norm`` if given."""
-  u_norm, w_norm = global_norm(u) if u_norm is None else u_norm, global_norm(w)
-  both = (w_norm > 0) & (u_norm > 0)
-  ratio = jnp.where(both, w_norm / jnp.where(both, u_norm, 1), 1)
-  return _narrow(wide(u) * ratio, u.dtype)
-
-
-def _decayed_adam_direction(mu, nu, w, correction_mu, correction_nu, eps, weight_decay):
-  """``r + λw`` as ``scale_by_adam`` (eps_root 0) then ``add_decayed_weights`` compute it."""
-  mu_hat = mu / correction_mu.astype(mu.dtype)
-  nu_hat = nu / correction_nu.astype(nu.dtype)
-  return mu_hat / (jnp.sqrt(nu_hat + 0.0) + eps) + weight_decay * w
-
-
-def _scale_by_lamb(b1: _Scalar, b2: _Scalar, eps: _Scalar, weight_decay: _Scalar,
-                   mask: _Mask) -> optax.GradientTransformationExtraArgs:
-  """``chain(optax.scale_by_adam(b1, b2, eps), optax.add_decayed_weights(weight_decay,
-  mask), optax.masked(scale_by_trust_ratio(), mask))``: the same maths and state.
-
-  The trust ratio reads the update ``u = r + λw`` twice, for ``‖u‖`` and to scale it.
-  XLA does not compute the Adam direction ``r`` (a divide, a square root) twice, so a
-  ``u`` read by both gets a param-sized buffer and costs two passes. Here ``‖u‖`` is a
-  :func:`global_norm_of` the new moments and the params, which recomputes ``u``.
-  """
-  adam = optax.scale_by_adam(b1=b1, b2=b2, eps=eps)
-  decay = optax.add_decayed_weights(weight_decay, mask)
-
-  def ratio_update(updates, state, params=None, *, u_norms, **extra_args):
-    del extra_args
-    return jax.tree.map(_trust_ratio_scaled, updates, params, u_norms), state
-
-  # mask_compatible_extra_args: u_norms, like params, is masked as the updates are.
-  ratio = optax.masked(
-      optax.GradientTransformationExtraArgs(optax.init_empty_state, ratio_update), mask,
-      mask_compatible_extra_args=True)
-
-  def init_fn(params):
-    return adam.init(params), decay.init(params), ratio.init(params)
-
-  def update_fn(updates, state, params=None, **extra_args):
-    del extra_args
-    if params is None:
-      raise ValueError(optax.NO_PARAMS_MSG)
-    adam_state, decay_state, ratio_state = state
-    r, adam_state = adam.update(updates, adam_state)
-    u, decay_state = decay.update(r, decay_state, params)
-
-    # As scale_by_adam's bias correction; a number enters `fn` in the params' dtype, as
-    # it does in `number * array`.
-    corrections = (1 - b1 ** adam_state.count, 1 - b2 ** adam_state.count)
-    as_leaf = lambda x, leaf: jnp.asarray(x, leaf.dtype) if isinstance(x, (int, float)) else x
-    # The ratio reads the norms of the masked tensors only; XLA drops the others.
-    u_norms = jax.tree.map(
-        lambda mu, nu, w: global_norm_of(_decayed_adam_direction, mu, nu, w, *corrections,
-                                         as_leaf(eps, w), as_leaf(weight_decay, w)),
-        adam_state.mu, adam_state.nu, params)
-    u, ratio_state = ratio.update(u, ratio_state, params, u_norms=u_norms)
-    return u, (adam_state, decay_state, ratio_state)
-
-  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
-
-
-def _matrices(params: optax.Params) -> Any:
-  """Default decay mask: tensors with 2 or more dimensions (not biases, scales)."""
-  return jax.tree.map(lambda p: jnp.ndim(p) >= 2, params)
 
 
 def esgd(
@@ -586,7 +389,7 @@ def eadam(
     Valleys <https://arxiv.org/abs/2510.27153>`_, NeurIPS 2025.
   """
   _check_learning_rate(learning_rate)
-  _check_adam(b1, b2, eps)
+  check_adam(b1, b2, eps)
   return _explore(alpha, explore_b1, "explore_b1",
                   optax.adam(learning_rate, b1, b2, eps))
 
@@ -644,9 +447,9 @@ def eadamw(
     Valleys <https://arxiv.org/abs/2510.27153>`_, NeurIPS 2025.
   """
   _check_learning_rate(learning_rate)
-  _check_adam(b1, b2, eps)
+  check_adam(b1, b2, eps)
   check_range("weight_decay", weight_decay, 0.0)
-  _check_mask(mask)
+  check_mask(mask)
   return _explore(alpha, explore_b1, "explore_b1",
                   optax.adamw(learning_rate, b1, b2, eps, weight_decay=weight_decay,
                               mask=mask))
@@ -680,14 +483,13 @@ def alto(
   5. other tensors (biases, norm scales): :math:`w \leftarrow w - \eta r`,
      with no trust ratio.
 
-  It computes ``chain(clip_by_global_norm(clip_norm), explore(alpha,
-  explore_b1), optax.scale_by_adam(b1, b2, eps),
-  optax.add_decayed_weights(weight_decay, mask), optax.masked(
-  scale_by_trust_ratio(), mask), optax.scale_by_learning_rate(learning_rate))``,
-  in fewer passes over memory: the trust ratio's :math:`\lVert r + \lambda w
-  \rVert` is taken of an Adam direction recomputed from the new moments, so the
-  update is never held in a buffer of its own, and the state nests as ``(clip,
-  (explore, ((adam, decay, mask), learning rate)))``. Defaults are the reference
+  It is ``chain(clip_by_global_norm(clip_norm), explore(alpha, explore_b1),
+  scale_by_lamb(b1, b2, eps, weight_decay, mask),
+  optax.scale_by_learning_rate(learning_rate))`` with the blocks of
+  :mod:`optaxplus.lamb`, which compute ``optax.scale_by_adam``,
+  ``optax.add_decayed_weights`` and the masked trust ratio in fewer passes over
+  memory; the state nests as ``(clip, (explore, ((adam, decay, mask), learning
+  rate)))``. Defaults are the reference
   factory's (``betas=(0.99, 0.9, 0.99), alpha=-5, eps=1e-6,
   weight_decay=1e-4``), i.e. E's large-batch preset ``alpha=-5,
   explore_b1=0.99``; ``b1, b2`` are named and ordered as in ``optax.lamb``,
@@ -745,13 +547,11 @@ def alto(
     minutes <https://arxiv.org/abs/1904.00962>`_, ICLR 2020.
   """
   _check_learning_rate(learning_rate)
-  _check_adam(b1, b2, eps)
+  check_adam(b1, b2, eps)
   check_range("weight_decay", weight_decay, 0.0)
-  _check_mask(mask)
+  check_mask(mask)
   check_range("clip_norm", clip_norm, 0.0, low_open=True)
-  if mask is None:
-    mask = _matrices
-  lamb = optax.chain(_scale_by_lamb(b1, b2, eps, weight_decay, mask),
+  lamb = optax.chain(scale_by_lamb(b1, b2, eps, weight_decay, mask),
                      optax.scale_by_learning_rate(learning_rate))
   return optax.chain(clip_by_global_norm(clip_norm),
                      _explore(alpha, explore_b1, "explore_b1", lamb))

@@ -22,11 +22,13 @@ process keeps its device count.
 
 import dataclasses
 import functools
+import importlib
 import inspect
 import json
 import numbers
 import os
 import pathlib
+import pkgutil
 import subprocess
 import sys
 import tempfile
@@ -41,6 +43,7 @@ import optax
 import pytest
 
 import optaxplus
+from optaxplus import lamb
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 STEPS = 30  # descent check; the other checks use the first few steps of the same run
@@ -137,6 +140,12 @@ ENTRIES = [
     Entry('eadam', optaxplus.eadam, dict(learning_rate=0.05), complex_as_pairs=False),
     Entry('eadamw', optaxplus.eadamw, dict(learning_rate=0.05), complex_as_pairs=False),
     Entry('alto', optaxplus.alto, dict(learning_rate=0.05), complex_as_pairs=False),
+    Entry('lamb.clip_by_global_norm', lamb.clip_by_global_norm, dict(max_norm=0.5),
+          descent=-0.3),
+    Entry('lamb.scale_by_trust_ratio', lamb.scale_by_trust_ratio, descent=-0.05,
+          complex_as_pairs=False),
+    Entry('lamb.scale_by_lamb', lamb.scale_by_lamb, dict(weight_decay=0.01),
+          descent=-0.05, complex_as_pairs=False),
     Entry('multi_steps', functools.partial(optaxplus.multi_steps, optaxplus.momsps()),
           dict(every_k_schedule=3), needs=VALUE, every_k=3, step_size='readable',
           new_values={'every_k_schedule': 1}),
@@ -347,14 +356,19 @@ def test_every_public_factory_has_an_entry():
     return unwrap(factory.func) if isinstance(factory, functools.partial) else factory
 
   covered = {unwrap(entry.factory) for entry in ENTRIES}
+  # The package's names and every public function of its public modules (optaxplus.lamb
+  # keeps optax's names, so it is not imported into the package namespace).
+  modules = [importlib.import_module(f'optaxplus.{module.name}')
+             for module in pkgutil.iter_modules(optaxplus.__path__)
+             if not module.name.startswith('_')]
+  functions = [getattr(optaxplus, name) for name in optaxplus.__all__] + [
+      value for module in modules for name, value in vars(module).items()
+      if not name.startswith('_') and getattr(value, '__module__', None) == module.__name__]
   factories = {
-      name for name in optaxplus.__all__
-      if inspect.isfunction(getattr(optaxplus, name))
-      and 'GradientTransformation' in str(
-          inspect.signature(getattr(optaxplus, name)).return_annotation)
-  }
-  missing = sorted(name for name in factories if getattr(optaxplus, name) not in covered)
-  assert not missing, f'public factories without an entry in ENTRIES: {missing}'
+      f'{f.__module__}.{f.__name__}' for f in functions
+      if inspect.isfunction(f) and f not in covered
+      and 'GradientTransformation' in str(inspect.signature(f).return_annotation)}
+  assert not factories, f'public factories without an entry in ENTRIES: {sorted(factories)}'
 
 
 @entries

@@ -11,17 +11,16 @@ import numpy as np
 import optax
 import pytest
 
+from optaxplus._wide import narrow
 from optaxplus.exploration import (
     ExploreState,
     alto,
-    clip_by_global_norm,
     eadam,
     eadamw,
     esgd,
     explore,
-    scale_by_trust_ratio,
 )
-from optaxplus.exploration import _narrow
+from optaxplus.lamb import clip_by_global_norm, scale_by_lamb, scale_by_trust_ratio
 from tests.references import exploration as ref
 
 STEPS = 30
@@ -320,6 +319,7 @@ def test_inject_hyperparams_with_scheduled_alpha():
 FACTORIES = {  # every public factory with hyperparameters, and its required arguments
     "explore": (explore, {}),
     "clip_by_global_norm": (clip_by_global_norm, {"max_norm": 1.0}),
+    "scale_by_lamb": (scale_by_lamb, {}),
     "esgd": (esgd, {"learning_rate": 0.1}),
     "eadam": (eadam, {"learning_rate": 0.1}),
     "eadamw": (eadamw, {"learning_rate": 0.1}),
@@ -441,10 +441,14 @@ def test_mask_bool_selects_every_tensor_or_none():
 
 # --- The aliases are their chains --------------------------------------------------------
 
+def _matrices(params):
+  return jax.tree.map(lambda w: w.ndim >= 2, params)
+
+
 def _alto_chain(learning_rate, *, b1=0.9, b2=0.99, eps=1e-6, weight_decay=1e-4, mask=None,
                 clip_norm=1.0, alpha=-5.0, explore_b1=0.99):
   """ALTO written as the chain of public blocks its docstring names."""
-  mask = (lambda p: jax.tree.map(lambda w: w.ndim >= 2, p)) if mask is None else mask
+  mask = _matrices if mask is None else mask
   return optax.chain(clip_by_global_norm(clip_norm), explore(alpha, explore_b1),
                      optax.scale_by_adam(b1=b1, b2=b2, eps=eps),
                      optax.add_decayed_weights(weight_decay, mask),
@@ -461,7 +465,14 @@ def _alto_chain(learning_rate, *, b1=0.9, b2=0.99, eps=1e-6, weight_decay=1e-4, 
      lambda: optax.chain(explore(0.5, 0.01), optax.sgd(0.05, momentum=0.9))),
     (lambda: eadamw(0.01, weight_decay=0.1, alpha=1.0, explore_b1=0.3),
      lambda: optax.chain(explore(1.0, 0.3), optax.adamw(0.01, weight_decay=0.1))),
-], ids=["alto", "alto_small_batch_mask_true", "esgd_small_batch", "eadamw_b1_0.3"])
+    (lambda: optax.chain(scale_by_lamb(0.9, 0.999, 1e-6, 0.01),
+                         optax.scale_by_learning_rate(0.01)),
+     lambda: optax.chain(optax.scale_by_adam(0.9, 0.999, 1e-6),
+                         optax.add_decayed_weights(0.01, _matrices),
+                         optax.masked(scale_by_trust_ratio(), _matrices),
+                         optax.scale_by_learning_rate(0.01))),
+], ids=["alto", "alto_small_batch_mask_true", "esgd_small_batch", "eadamw_b1_0.3",
+        "scale_by_lamb"])
 def test_alias_equals_its_chain_of_public_blocks(make_tx, make_chain, dtype):
   """Reordered for memory traffic (E's average after the base's state, ALTO's ‖u‖ from a
   recomputed Adam direction), the aliases compute what their chains compute."""
@@ -480,7 +491,7 @@ def test_narrow_to_bfloat16_is_astype_bit_for_bit():
   upper = np.arange(1 << 16, dtype=np.uint32) << 16
   lower = np.array([0, 1, 0x4000, 0x7FFF, 0x8000, 0x8001, 0xC000, 0xFFFF], np.uint32)
   x = jnp.asarray((upper[:, None] | lower[None, :]).ravel().view(np.float32))
-  got, want = jax.jit(lambda x: (_narrow(x, jnp.bfloat16), x.astype(jnp.bfloat16)))(x)
+  got, want = jax.jit(lambda x: (narrow(x, jnp.bfloat16), x.astype(jnp.bfloat16)))(x)
   bits = lambda y: np.asarray(jax.lax.bitcast_convert_type(y, jnp.uint16))
   nan = np.isnan(np.asarray(want, np.float32))
   np.testing.assert_array_equal(np.isnan(np.asarray(got, np.float32)), nan)
