@@ -263,7 +263,9 @@ def results_markdown(summary: dict) -> str:
       f"examples), model `{config['model']['name']}`, batch {config['batch_size']}, "
       f"{config['num_steps']} steps (per-arm overrides below).",
       f"- Machine: {env['device_kind']} × {env['devices']}, JAX {env['jax_version']}, "
-      f"Python {env['python']}, {env['date']}.",
+      f"Python {env['python']}, {env['date']}; code "
+      f"{', '.join(env.get('code_versions') or ['unrecorded'])} (the commits the runs were "
+      "trained at; \"unrecorded\": trained before runs recorded it).",
       f"- Cost: {total:.0f} s of training summed over runs (first-step compilation "
       f"included); {invocation}.",
       f"- Selection: each arm's config is the one with the {better} mean validation "

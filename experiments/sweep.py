@@ -210,6 +210,10 @@ def suite_summary(config: ml_collections.ConfigDict, workdir: str, runs: list[Ru
       "environment": {"device_kind": first["device_kind"], "devices": first["devices"],
                       "jax_version": first["jax_version"],
                       "python": platform.python_version(),
+                      # Runs a suite reuses keep the code version they were trained with.
+                      "code_versions": sorted({
+                          str(run["final"].get("code_version") or "unrecorded")
+                          for entry in configs.values() for run in entry["runs"]}),
                       "date": datetime.date.today().isoformat()},
       "sweep_wall_time_s": wall_time, "runs_trained": trained,
       "configs": list(configs.values()),

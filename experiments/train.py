@@ -418,6 +418,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       "data_fingerprint": dataset.fingerprint, "num_train": dataset.num_train,
       "num_validation": len(dataset.validation_x), "num_test": len(dataset.test_x),
       "config_hash": workdir_lib.config_hash(config),
+      "code_version": workdir_lib.code_version(),
   }
   workdir_lib.write_json(os.path.join(workdir, workdir_lib.SUMMARY_FILE), summary)
   return workdir_lib.jsonable(summary)

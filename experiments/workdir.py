@@ -20,6 +20,7 @@ import json
 import math
 import os
 import shutil
+import subprocess
 import tempfile
 from typing import Any
 
@@ -87,6 +88,28 @@ def identity(config) -> dict:
 
 def canonical_json(values: dict) -> str:
   return dumps(values, sort_keys=True, separators=(",", ":"))
+
+
+def code_version() -> str | None:
+  """The repository's commit (short hash), ``+modified`` if tracked files differ from it.
+
+  None outside a git checkout or without git: a run's record then says so rather than
+  guess. Reads the repository holding this package; nothing touches the network.
+  """
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+  def git(*args):
+    return subprocess.run(["git", "-C", root, *args], capture_output=True, text=True,
+                          timeout=30, check=False)
+
+  try:
+    commit = git("rev-parse", "--short=12", "HEAD")
+    if commit.returncode != 0:
+      return None
+    modified = git("diff", "--quiet", "HEAD", "--").returncode != 0
+  except (OSError, subprocess.SubprocessError):
+    return None
+  return commit.stdout.strip() + ("+modified" if modified else "")
 
 
 def config_hash(config) -> str:

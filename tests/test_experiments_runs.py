@@ -35,6 +35,7 @@ def test_train_resumes_the_same_config_and_refuses_another(tmp_path):
   killed = train.read_metrics(os.path.join(workdir, workdir_lib.METRICS_FILE), 4)
   summary = train.train_and_evaluate(_config(), workdir)  # resumes at step 4
   assert summary["steps"] == 6
+  assert summary["code_version"] == workdir_lib.code_version()
   records = train.read_metrics(os.path.join(workdir, workdir_lib.METRICS_FILE), 6)
   assert records[:len(killed)] == killed  # the killed run's records, times included
   assert [r["step"] for r in records if r["split"] == "train"] == [3, 6]
@@ -55,6 +56,26 @@ def test_train_resumes_the_same_config_and_refuses_another(tmp_path):
   other = train.train_and_evaluate(_config(seed=1), workdir, overwrite=True)
   assert other["config_hash"] == workdir_lib.config_hash(_config(seed=1)) != summary[
       "config_hash"]
+
+
+def test_code_version_is_the_checkout_commit(tmp_path):
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  head = subprocess.run(["git", "-C", root, "rev-parse", "--short=12", "HEAD"],
+                        capture_output=True, text=True, check=False)
+  version = workdir_lib.code_version()
+  if head.returncode != 0:  # not a git checkout (e.g. an unpacked archive)
+    assert version is None
+    return
+  assert version in (head.stdout.strip(), head.stdout.strip() + "+modified"), version
+  # A copy of the package outside any repository records None, not a guess.
+  copy = tmp_path / "experiments"
+  copy.mkdir()
+  (copy / "workdir.py").write_text(_read(workdir_lib.__file__), encoding="utf-8")
+  script = ("import sys; sys.path.insert(0, sys.argv[1]); import workdir; "
+            "print(workdir.code_version())")
+  result = subprocess.run([sys.executable, "-c", script, str(copy)], capture_output=True,
+                          text=True, check=True, cwd=tmp_path)
+  assert result.stdout.strip() == "None"
 
 
 def test_run_files_without_a_config_are_refused(tmp_path):
