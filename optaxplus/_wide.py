@@ -125,27 +125,30 @@ def _identity(leaves):
   return leaves
 
 
-def global_norm_of(fn: Callable[..., jax.Array], *operands) -> jax.Array:
-  """``‖fn(*operands)‖`` as :func:`global_norm` takes it, never holding ``fn``'s value.
+def global_norm_of(fn: Callable[..., jax.Array], trees: tuple, scalars: tuple = ()
+                   ) -> jax.Array:
+  """:func:`global_norm` of ``jax.tree.map(lambda *x: fn(*x, *scalars), *trees)``, never
+  holding ``fn``'s values.
 
-  ``fn`` computes one array elementwise from ``operands`` (arrays, scalars included).
-  Each path that needs the value computes it again, so the norm of a computed array,
-  e.g. LAMB's ``‖r + λw‖`` from Adam's moments, costs no buffer of that array's size.
-  Pass every array ``fn`` reads as an operand rather than closing over it: the operands
-  sit behind a barrier that keeps XLA from sharing the computation with the caller's
-  own, which would put it back into a buffer. A bfloat16 value is summed as XLA computes
-  it, in float32, and may differ from the stored array by its rounding. Differentiate
-  :func:`global_norm` instead: this one has no custom derivative.
+  ``fn`` computes one array elementwise from the corresponding leaves of ``trees`` and
+  the ``scalars``. Each path that needs the values computes them again, so the norm of a
+  computed tree, e.g. LAMB's ``‖r + λw‖`` from Adam's moments, costs no buffer of its
+  size. Pass every array ``fn`` reads as a leaf or a scalar rather than closing over
+  it: they sit behind a barrier that keeps XLA from sharing the computation with the
+  caller's own, which would put it back into a buffer. A bfloat16 value is summed as XLA
+  computes it, in float32, and may differ from the stored array by its rounding.
+  Differentiate :func:`global_norm` instead: this one has no custom derivative.
 
   Examples:
     >>> import jax.numpy as jnp
-    >>> print(global_norm_of(lambda a, b, s: s * (a - b), jnp.array([4.0, 1.0]),
-    ...                      jnp.array([1.0, 5.0]), jnp.float32(2.0)))
+    >>> x, y = {'a': jnp.array([4.0, 1.0])}, {'a': jnp.array([1.0, 5.0])}
+    >>> print(global_norm_of(lambda a, b, s: s * (a - b), (x, y), (jnp.float32(2.0),)))
     10.0
   """
-  values_of = lambda operands: [fn(*operands)]
-  return _norm_of_values(values_of, jax.lax.optimization_barrier(operands))[0]
-
+  leaves = tuple(jax.tree.leaves(tree) for tree in trees)
+  values_of = lambda operands: [fn(*corresponding, *operands[1])
+                                for corresponding in zip(*operands[0])]
+  return _norm_of_values(values_of, jax.lax.optimization_barrier((leaves, scalars)))[0]
 
 
 def _norm_of_values(values_of: Callable[[Any], list], operands

@@ -220,8 +220,9 @@ def scale_by_lamb(b1: _Scalar = 0.9, b2: _Scalar = 0.999, eps: _Scalar = 1e-6,
     as_leaf = lambda x, leaf: jnp.asarray(x, leaf.dtype) if isinstance(x, (int, float)) else x
     # The ratio reads the norms of the masked tensors only; XLA drops the others.
     u_norms = jax.tree.map(
-        lambda mu, nu, w: global_norm_of(_decayed_adam_direction, mu, nu, w, *corrections,
-                                         as_leaf(eps, w), as_leaf(weight_decay, w)),
+        lambda mu, nu, w: global_norm_of(
+            _decayed_adam_direction, (mu, nu, w),
+            (*corrections, as_leaf(eps, w), as_leaf(weight_decay, w))),
         adam_state.mu, adam_state.nu, params)
     u, ratio_state = ratio.update(u, ratio_state, params, u_norms=u_norms)
     return u, (adam_state, decay_state, ratio_state)

@@ -24,7 +24,7 @@ import optax
 
 from optaxplus._axes import axis_names, cast_varying, varying_axes
 from optaxplus._checks import check_bool, check_range, is_tracer
-from optaxplus._wide import global_norm, tree_wide_dtype, wide
+from optaxplus._wide import global_norm_of, tree_wide_dtype, wide
 
 ScalarOrSchedule = Union[float, jax.Array, optax.Schedule]
 LamLike = Union[float, jax.Array, str, Callable[[jax.Array], jax.Array]]
@@ -92,18 +92,20 @@ def _ascent_vector(grads, params, rho, lam, adaptive, eta, eps, dtype):
   multiplies by its reciprocal, which is flushed to 0 above ``2^126`` in float32; for the
   same reason ``k`` is kept at or above the smallest normal number.
   """
-  if adaptive:
-    # ASAM (Kwon et al. 2021): T = |w| + η on weight tensors, T = I on biases. The ASAM
-    # code also scales PyTorch's norm scales (named "weight"); by ndim they are not.
-    scale_leaf = lambda w: jnp.abs(wide(w)).astype(dtype) + eta if jnp.ndim(w) >= 2 else 1
-    scaling = jax.tree.map(scale_leaf, params)
-  else:
-    scaling = jax.tree.map(lambda g: 1, grads)
+  # ASAM (Kwon et al. 2021): T = |w| + η on weight tensors, T = I on biases. The ASAM
+  # code also scales PyTorch's norm scales (named "weight"); by ndim they are not.
+  def scale(w, eta):
+    return jnp.abs(wide(w)).astype(dtype) + eta if adaptive and jnp.ndim(w) >= 2 else 1
+
+  def direction(g, w, k, eta):  # d = T·g·k, recomputed wherever it is read
+    return scale(w, eta) * (wide(g) * k)
+
   largest = optax.tree.norm(grads, ord='inf').astype(dtype)  # exact in any dtype
   _, exponent = jnp.frexp(largest)
   k = jnp.ldexp(jnp.ones((), dtype), -jnp.minimum(exponent, jnp.finfo(dtype).maxexp - 2))
-  direction = jax.tree.map(lambda t, g: t * (wide(g) * k), scaling, grads)
-  direction_norm = global_norm(direction).astype(dtype)
+  eta = jnp.asarray(eta, dtype)
+  weights = params if adaptive else grads  # T reads no params unless adaptive
+  direction_norm = global_norm_of(direction, (grads, weights), (k, eta)).astype(dtype)
   coefficient = rho * (1 - lam) / k + rho * lam / (direction_norm + eps * k)
   # A zero or non-finite gradient (or T g = 0) gives e = 0, so the second pass runs at
   # params and never at a NaN point.
@@ -115,10 +117,11 @@ def _ascent_vector(grads, params, rho, lam, adaptive, eta, eps, dtype):
       & jnp.isfinite(coefficient)
   )
 
-  def leaf(t, g, d):
-    return jnp.where(usable, coefficient * t * d, 0).astype(g.dtype)
+  def leaf(g, w):
+    return jnp.where(usable, coefficient * scale(w, eta) * direction(g, w, k, eta),
+                     0).astype(g.dtype)
 
-  return jax.tree.map(leaf, scaling, grads, direction)
+  return jax.tree.map(leaf, grads, weights)
 
 
 def sam_perturbation(

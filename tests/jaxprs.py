@@ -1,6 +1,7 @@
 """Inspecting traced programs: which primitives run inside a conditional."""
 
 import jax
+import jax.extend  # not imported by `import jax`
 
 
 def _subjaxprs(params):
