@@ -6,6 +6,7 @@ significant digits and stalls once it passes 256 × an entry, and a float32 step
 params throws away the precision the user asked for.
 """
 
+import functools
 from typing import Any, Callable
 
 import jax
@@ -137,7 +138,9 @@ def global_norm_of(fn: Callable[..., jax.Array], trees: tuple, scalars: tuple = 
   it: they sit behind a barrier that keeps XLA from sharing the computation with the
   caller's own, which would put it back into a buffer. A bfloat16 value is summed as XLA
   computes it, in float32, and may differ from the stored array by its rounding.
-  Differentiate :func:`global_norm` instead: this one has no custom derivative.
+  Differentiate :func:`global_norm` instead: this one has no custom derivative. Called
+  eagerly, it compiles once per ``fn`` and shapes: pass a module-level function, not a
+  new closure each call.
 
   Examples:
     >>> import jax.numpy as jnp
@@ -145,7 +148,11 @@ def global_norm_of(fn: Callable[..., jax.Array], trees: tuple, scalars: tuple = 
     >>> print(global_norm_of(lambda a, b, s: s * (a - b), (x, y), (jnp.float32(2.0),)))
     10.0
   """
-  leaves = tuple(jax.tree.leaves(tree) for tree in trees)
+  return _norm_of_mapped(fn, tuple(jax.tree.leaves(tree) for tree in trees), tuple(scalars))
+
+
+@functools.partial(jax.jit, static_argnums=0)  # eager calls: one program per fn and shapes
+def _norm_of_mapped(fn, leaves, scalars) -> jax.Array:
   values_of = lambda operands: [fn(*corresponding, *operands[1])
                                 for corresponding in zip(*operands[0])]
   return _norm_of_values(values_of, jax.lax.optimization_barrier((leaves, scalars)))[0]

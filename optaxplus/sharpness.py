@@ -16,7 +16,7 @@ Two building blocks:
 """
 
 from collections.abc import Callable
-from typing import NamedTuple, Union
+from typing import Any, NamedTuple, Union
 
 import jax
 import jax.numpy as jnp
@@ -82,6 +82,23 @@ def _value_at(hyperparameter, count: jax.Array, dtype) -> jax.Array:
   return jnp.asarray(hyperparameter, dtype)
 
 
+def _asam_scale(w: jax.Array, eta: jax.Array) -> Any:
+  """ASAM's T (Kwon et al. 2021): ``|w| + η`` on weight tensors, 1 on biases. The ASAM
+  code also scales PyTorch's norm scales (named "weight"); by ndim they are not."""
+  return jnp.abs(wide(w)).astype(eta.dtype) + eta if jnp.ndim(w) >= 2 else 1
+
+
+def _asam_direction(g, w, k, eta):
+  """``d = T·g·k`` (module level: one compiled norm of it when called eagerly)."""
+  return _asam_scale(w, eta) * (wide(g) * k)
+
+
+def _sam_direction(g, w, k, eta):
+  """``d = g·k`` (T = I)."""
+  del w, eta
+  return wide(g) * k
+
+
 def _ascent_vector(grads, params, rho, lam, adaptive, eta, eps, dtype):
   """Returns e = ρ(1 − λ + λ/(‖T g‖ + ε)) T² g, with T = I unless adaptive.
 
@@ -92,14 +109,7 @@ def _ascent_vector(grads, params, rho, lam, adaptive, eta, eps, dtype):
   multiplies by its reciprocal, which is flushed to 0 above ``2^126`` in float32; for the
   same reason ``k`` is kept at or above the smallest normal number.
   """
-  # ASAM (Kwon et al. 2021): T = |w| + η on weight tensors, T = I on biases. The ASAM
-  # code also scales PyTorch's norm scales (named "weight"); by ndim they are not.
-  def scale(w, eta):
-    return jnp.abs(wide(w)).astype(dtype) + eta if adaptive and jnp.ndim(w) >= 2 else 1
-
-  def direction(g, w, k, eta):  # d = T·g·k, recomputed wherever it is read
-    return scale(w, eta) * (wide(g) * k)
-
+  direction = _asam_direction if adaptive else _sam_direction
   largest = optax.tree.norm(grads, ord='inf').astype(dtype)  # exact in any dtype
   _, exponent = jnp.frexp(largest)
   k = jnp.ldexp(jnp.ones((), dtype), -jnp.minimum(exponent, jnp.finfo(dtype).maxexp - 2))
@@ -118,8 +128,8 @@ def _ascent_vector(grads, params, rho, lam, adaptive, eta, eps, dtype):
   )
 
   def leaf(g, w):
-    return jnp.where(usable, coefficient * scale(w, eta) * direction(g, w, k, eta),
-                     0).astype(g.dtype)
+    t = _asam_scale(w, eta) if adaptive else 1
+    return jnp.where(usable, coefficient * t * direction(g, w, k, eta), 0).astype(g.dtype)
 
   return jax.tree.map(leaf, grads, weights)
 
