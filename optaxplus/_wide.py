@@ -45,6 +45,11 @@ def narrow(x: jax.Array, dtype) -> jax.Array:
   keeping the upper 16 bits is the same conversion in operations XLA does repeat in each
   reader. NaNs are made quiet first: the upper half of a NaN whose payload sits in its
   low bits would read as infinity.
+
+  Examples:
+    >>> import jax.numpy as jnp
+    >>> print(narrow(jnp.array([1.0, 1.00390625, 1.01171875]), jnp.bfloat16))  # ties to even
+    [1 1 1.01562]
   """
   if x.dtype != jnp.float32 or jnp.dtype(dtype) != jnp.bfloat16:
     return x.astype(dtype)

@@ -125,3 +125,40 @@ def test_eager_calls_compile_once_per_tree_shape():
   for value in (1.0, 2.0, 1e-30):
     global_norm({'a': jnp.full(3, value), 'b': jnp.full((2, 2), value)})
   assert jitted._cache_size() == before + 1
+
+
+def _scaled_difference(a, b, s):
+  return s * (a - b)
+
+
+@pytest.mark.parametrize('magnitude', [1e-30, 1e-20, 1.0, 1e20, 1e30])
+def test_norm_of_computed_values_is_exact_at_every_scale(magnitude):
+  """``global_norm_of`` = ``global_norm`` of the materialised map, also where the plain sum
+  under/overflows (its fallback recomputes the values from the operands)."""
+  x, y = tree_at(magnitude), tree_at(-2 * magnitude)
+  scale = jnp.float32(0.5)
+  want = numpy_norm(jax.tree.map(lambda a, b: 0.5 * (np.asarray(a, np.float64) - b), x, y))
+  got = _wide.global_norm_of(_scaled_difference, (x, y), (scale,))
+  np.testing.assert_allclose(float(got), want, rtol=1e-6)
+  np.testing.assert_allclose(float(jax.jit(lambda x, y: _wide.global_norm_of(
+      _scaled_difference, (x, y), (scale,)))(x, y)), want, rtol=1e-6)
+
+
+def test_norm_of_computed_values_holds_no_buffer_of_them():
+  """The values (here a - b) are recomputed in the sum and in the fallback: the compiled
+  program reads a and b in the plain sum and again in the fallback branch, and keeps no
+  temporary of their size."""
+  a, b = jnp.ones((512, 512)), jnp.full((512, 512), 3.0)
+  compiled = jax.jit(lambda a, b: _wide.global_norm_of(
+      _scaled_difference, (a, b), (jnp.float32(1.0),))).lower(a, b).compile()
+  tree_bytes = a.nbytes
+  assert compiled.cost_analysis()['bytes accessed'] / tree_bytes < 4.01
+  assert compiled.memory_analysis().temp_size_in_bytes < tree_bytes / 100
+
+
+def test_norm_of_computed_values_compiles_once_per_function_and_shapes():
+  before = _wide._norm_of_mapped._cache_size()
+  for value in (1.0, 2.0, 1e-30):
+    _wide.global_norm_of(_scaled_difference, ({'a': jnp.full(3, value)},
+                                               {'a': jnp.zeros(3)}), (jnp.float32(value),))
+  assert _wide._norm_of_mapped._cache_size() == before + 1
