@@ -69,16 +69,20 @@ def per_device_bytes(tree, shardings):
              for x, s in zip(jax.tree.leaves(tree), jax.tree.leaves(shardings)))
 
 
-def count_gathers(hlo: str, shapes: set, min_size: int) -> tuple[int, int]:
-  """All-gathers whose result has the full shape of a sharded param, and other large ones."""
-  params = others = 0
+def all_gathers(hlo: str) -> list[tuple[int, ...]]:
+  """The result shape of every all-gather in an HLO text (the last array of a tuple)."""
+  shapes = []
   for match in GATHER.finditer(hlo):
     results = SHAPE.findall(match.group(1))
-    shape = tuple(int(d) for d in results[-1].split(',') if d) if results else ()
-    if shape in shapes:
-      params += 1
-    elif np.prod(shape) >= min_size:
-      others += 1
+    shapes.append(tuple(int(d) for d in results[-1].split(',') if d) if results else ())
+  return shapes
+
+
+def count_gathers(hlo: str, shapes: set, min_size: int) -> tuple[int, int]:
+  """All-gathers whose result has the full shape of a sharded param, and other large ones."""
+  gathered = all_gathers(hlo)
+  params = sum(shape in shapes for shape in gathered)
+  others = sum(shape not in shapes and np.prod(shape) >= min_size for shape in gathered)
   return params, others
 
 

@@ -7,7 +7,7 @@ params throws away the precision the user asked for.
 """
 
 import functools
-from typing import Any, Callable
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -122,13 +122,11 @@ def global_norm(tree, *, squared: bool = False) -> jax.Array:
 @jax.custom_jvp
 @jax.jit  # one compiled program per tree shape when called eagerly
 def _norm_and_sum_of_squares(leaves) -> tuple[jax.Array, jax.Array]:
-  # The barrier keeps XLA from sharing the widened leaves with the caller's own widening
-  # of the same arrays, which would materialise a float32 copy of bf16 leaves.
-  return _norm_of_values(_identity, jax.lax.optimization_barrier(leaves))
+  return _norms_of_mapped(_itself, (leaves,), ())
 
 
-def _identity(leaves):
-  return leaves
+def _itself(x: jax.Array) -> jax.Array:
+  return x
 
 
 def global_norm_of(fn: Callable[..., jax.Array], trees: tuple, scalars: tuple = ()
@@ -153,26 +151,25 @@ def global_norm_of(fn: Callable[..., jax.Array], trees: tuple, scalars: tuple = 
     >>> print(global_norm_of(lambda a, b, s: s * (a - b), (x, y), (jnp.float32(2.0),)))
     10.0
   """
-  return _norm_of_mapped(fn, tuple(jax.tree.leaves(tree) for tree in trees), tuple(scalars))
+  return _norms_of_mapped(fn, tuple(jax.tree.leaves(tree) for tree in trees),
+                          tuple(scalars))[0]
 
 
 @functools.partial(jax.jit, static_argnums=0)  # eager calls: one program per fn and shapes
-def _norm_of_mapped(fn, leaves, scalars) -> jax.Array:
-  values_of = lambda operands: [fn(*corresponding, *operands[1])
-                                for corresponding in zip(*operands[0])]
-  return _norm_of_values(values_of, jax.lax.optimization_barrier((leaves, scalars)))[0]
-
-
-def _norm_of_values(values_of: Callable[[Any], list], operands
-                    ) -> tuple[jax.Array, jax.Array]:
-  """``(‖x‖, ‖x‖²)`` for the leaves ``x = values_of(operands)``, exact over the range.
+def _norms_of_mapped(fn, leaves: tuple, scalars: tuple) -> tuple[jax.Array, jax.Array]:
+  """``(‖x‖, ‖x‖²)`` for ``x = fn(*corresponding leaves, *scalars)``, exact over the range.
 
   XLA:CPU compiles a multi-output (variadic) reduce to a scalar loop, 5-8x slower than a
   one-output sum; there the plain sum is taken, and :func:`_one_pass` runs in a
   ``lax.cond`` branch only when that sum is outside its exact range. Elsewhere the one
-  pass runs alone (memory-bound as it is). Both paths compute the values from
-  ``operands``, which XLA then needs in no buffer of their own.
+  pass runs alone (memory-bound as it is). Both paths compute ``x`` from the operands,
+  which XLA then needs in no buffer of its own. The barrier keeps XLA from sharing that
+  computation (a float32 widening of bf16 leaves, a LAMB update) with the caller's own,
+  which would put it back into a buffer.
   """
+  operands = jax.lax.optimization_barrier((leaves, scalars))
+  values_of = lambda operands: [fn(*corresponding, *operands[1])
+                                for corresponding in zip(*operands[0])]
   exact = lambda operands: _one_pass(values_of(operands))
   return jax.lax.platform_dependent(
       operands, cpu=lambda operands: _checked_plain_sum(values_of, exact, operands),

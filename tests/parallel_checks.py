@@ -8,7 +8,6 @@ when it passed, else the traceback.
 
 import json
 import os
-import re
 import sys
 import tempfile
 import traceback
@@ -21,6 +20,7 @@ from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from benchmarks.bench_fsdp import all_gathers  # noqa: E402
 from optaxplus import checkpoint, parallel, polyak, training  # noqa: E402
 from optaxplus.exploration import alto, eadam, esgd  # noqa: E402
 from optaxplus.sharpness import unified_sam  # noqa: E402
@@ -400,15 +400,6 @@ def fsdp_shards_the_optimizer_state_like_the_params():
              jax.tree_util.tree_leaves_with_path(sharding.opt_state) if s.spec != P()]
   # E's average and Adam's two moments, each for w1, b1 and w2.
   assert len(sharded) == 9, sharded
-
-
-def all_gathers(hlo):
-  """The result shapes of the all-gathers in an HLO text."""
-  shapes = []
-  for result in re.findall(r'=\s*(.*?)\s+all-gather(?:-start)?\(', hlo):
-    dims = re.findall(r'\w+\[([\d,]*)\]', result)[-1]
-    shapes.append(tuple(int(d) for d in dims.split(',') if d))
-  return shapes
 
 
 @check

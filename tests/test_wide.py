@@ -157,8 +157,8 @@ def test_norm_of_computed_values_holds_no_buffer_of_them():
 
 
 def test_norm_of_computed_values_compiles_once_per_function_and_shapes():
-  before = _wide._norm_of_mapped._cache_size()
+  before = _wide._norms_of_mapped._cache_size()
   for value in (1.0, 2.0, 1e-30):
     _wide.global_norm_of(_scaled_difference, ({'a': jnp.full(3, value)},
                                                {'a': jnp.zeros(3)}), (jnp.float32(value),))
-  assert _wide._norm_of_mapped._cache_size() == before + 1
+  assert _wide._norms_of_mapped._cache_size() == before + 1
